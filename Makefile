@@ -1,0 +1,26 @@
+# The two commands of the README:
+#   make demo   installs everything, then runs the main job
+#   make test   installs everything, then runs the test suite
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup lint bench clean
+
+setup:
+	@VENV=$(VENV) bash scripts/setup.sh
+
+demo: setup
+	$(BIN)/miaudit attack
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

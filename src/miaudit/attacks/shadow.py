@@ -1,0 +1,255 @@
+"""The shadow-model attack of Shokri et al. (2017), as run by the seed study.
+
+The attacker trains N shadow models on disjoint subsets of its own data with the target's believed
+recipe, records each shadow's outputs on its training records ("in") and on held-out records
+("out"), and fits an attack classifier on those labelled outputs, one for all classes or one per
+class. The classifier then judges the target's outputs.
+
+Shadow training is separate from classifier fitting (:func:`train_shadows`,
+:meth:`ShadowModelAttack.fit_shadow_data`) so experiments can train nine shadows once and fit
+attacks on the first 2, 3, ..., 9 of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+
+from miaudit.attacks.base import Attack, AttackerKnowledge, ProgressCallback
+from miaudit.attacks.classifiers import (
+    ATTACK_MODELS,
+    FEATURE_SETS,
+    attack_features,
+    classifier_scores,
+    make_attack_model,
+)
+from miaudit.attacks.registry import register_attack
+from miaudit.errors import ConfigError, DataError
+from miaudit.seeding import check_seed, derive_seed, make_rng
+from miaudit.targets.base import Target
+from miaudit.training.trainer import train_models
+
+__all__ = ["ShadowData", "ShadowModelAttack", "draw_shadow_sets", "train_shadows"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class ShadowData:
+    """Shadow models' outputs on their own members and non-members.
+
+    Attributes
+    ----------
+    probs : ndarray of shape (n_records, n_classes)
+    labels : ndarray of shape (n_records,)
+        True class labels of the records.
+    is_member : ndarray of shape (n_records,), bool
+        Whether the record was in the training set of the shadow that produced the row.
+    shadow_id : ndarray of shape (n_records,), int
+        Which shadow model produced the row (0..n_shadows-1).
+    """
+
+    probs: np.ndarray
+    labels: np.ndarray
+    is_member: np.ndarray
+    shadow_id: np.ndarray
+
+    @property
+    def n_shadows(self) -> int:
+        return int(self.shadow_id.max()) + 1 if self.shadow_id.size else 0
+
+    def first(self, n_shadows: int) -> ShadowData:
+        """The rows of shadows 0..n_shadows-1 only."""
+        if not 1 <= n_shadows <= self.n_shadows:
+            raise ConfigError(f"n_shadows must be in [1, {self.n_shadows}]; got {n_shadows}")
+        keep = self.shadow_id < n_shadows
+        return ShadowData(self.probs[keep], self.labels[keep], self.is_member[keep], self.shadow_id[keep])
+
+
+def draw_shadow_sets(
+    n_population: int, *, n_shadows: int, train_size: int, test_size: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pairwise disjoint (train, held-out) index sets into the attacker's population.
+
+    Shadow k's sets depend only on ``seed`` and k, so the first n shadows of a larger draw are the
+    shadows of a draw of n.
+    """
+    for name, value in (
+        ("n_shadows", n_shadows),
+        ("shadow_train_size", train_size),
+        ("shadow_test_size", test_size),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer; got {value!r}")
+    need = n_shadows * (train_size + test_size)
+    if need > n_population:
+        raise DataError(
+            f"{n_shadows} shadow models x ({train_size} train + {test_size} held-out) = {need} records are "
+            f"needed, but the attacker's population has only {n_population}; use fewer shadows or smaller "
+            "shadow sets, or a smaller target"
+        )
+    perm = make_rng(seed, "shadow-sets").permutation(n_population)
+    out = []
+    for k in range(n_shadows):
+        start = k * (train_size + test_size)
+        out.append(
+            (perm[start : start + train_size], perm[start + train_size : start + train_size + test_size])
+        )
+    return out
+
+
+def train_shadows(
+    knowledge: AttackerKnowledge,
+    *,
+    n_shadows: int,
+    train_size: int,
+    test_size: int,
+    seed: int,
+    progress: ProgressCallback | None = None,
+) -> ShadowData:
+    """Train shadow models with the attacker's recipe and collect their in/out outputs."""
+    sets = draw_shadow_sets(
+        knowledge.n_population, n_shadows=n_shadows, train_size=train_size, test_size=test_size, seed=seed
+    )
+    seeds = [derive_seed(seed, "shadow", k) for k in range(n_shadows)]
+    models = train_models(
+        knowledge.X,
+        knowledge.y,
+        [s[0] for s in sets],
+        seeds=seeds,
+        model=knowledge.model,
+        train=knowledge.train,
+        progress=progress,
+    )
+    probs, labels, member, sid = [], [], [], []
+    for k, (model, (tr, te)) in enumerate(zip(models, sets, strict=True)):
+        idx = np.concatenate([tr, te])
+        probs.append(model.predict_proba(knowledge.X[idx]))
+        labels.append(knowledge.y[idx])
+        member.append(np.r_[np.ones(len(tr), bool), np.zeros(len(te), bool)])
+        sid.append(np.full(len(idx), k))
+    return ShadowData(
+        np.concatenate(probs), np.concatenate(labels), np.concatenate(member), np.concatenate(sid)
+    )
+
+
+@register_attack("shokri")
+class ShadowModelAttack(Attack):
+    """Shokri et al.'s shadow-model attack.
+
+    Parameters
+    ----------
+    n_shadows : int, default 6
+        Number of shadow models (the seed's best setting is 6).
+    shadow_train_size, shadow_test_size : int, default 3000, 2000
+        Records each shadow is trained on, and held out from it.
+    attack_model : {"lr", "tree", "linear-svm", "rbf-svm"}, default "linear-svm"
+        The attack classifier.
+    per_class : bool, default False
+        One attack classifier per true class (as in Shokri et al.) instead of one for all.
+    features : str, default "rich"
+        Feature set of the attack classifier, see :data:`~miaudit.attacks.classifiers.FEATURE_SETS`.
+    seed : int, default 0
+        Fixes the shadow data, the shadows' training and the classifiers.
+
+    Attributes
+    ----------
+    attack_models_ : dict
+        Fitted classifiers; key ``None`` is the global model, class labels key per-class models.
+    threshold_ : float
+        0.0: scores are on a log-odds scale.
+    n_shadow_records_ : int
+    """
+
+    def __init__(
+        self,
+        *,
+        n_shadows: int = 6,
+        shadow_train_size: int = 3000,
+        shadow_test_size: int = 2000,
+        attack_model: str = "linear-svm",
+        per_class: bool = False,
+        features: str = "rich",
+        seed: int = 0,
+    ) -> None:
+        self.n_shadows = n_shadows
+        self.shadow_train_size = shadow_train_size
+        self.shadow_test_size = shadow_test_size
+        self.attack_model = attack_model
+        self.per_class = per_class
+        self.features = features
+        self.seed = seed
+
+    def _validate(self) -> None:
+        if self.attack_model not in ATTACK_MODELS:
+            raise ConfigError(
+                f"unknown attack model {self.attack_model!r}; choose one of: {', '.join(ATTACK_MODELS)}"
+            )
+        if self.features not in FEATURE_SETS:
+            raise ConfigError(
+                f"unknown feature set {self.features!r}; choose one of: {', '.join(FEATURE_SETS)}"
+            )
+        check_seed(self.seed)
+
+    def fit(self, knowledge: AttackerKnowledge, *, progress: ProgressCallback | None = None) -> Self:
+        """Train the shadow models on the attacker's data, then fit the attack classifier(s)."""
+        self._validate()
+        data = train_shadows(
+            knowledge,
+            n_shadows=self.n_shadows,
+            train_size=self.shadow_train_size,
+            test_size=self.shadow_test_size,
+            seed=self.seed,
+            progress=progress,
+        )
+        return self.fit_shadow_data(data)
+
+    def fit_shadow_data(self, data: ShadowData) -> Self:
+        """Fit the attack classifier(s) on shadow outputs already computed."""
+        self._validate()
+        if data.is_member.all() or not data.is_member.any():
+            raise DataError("shadow data must contain both members and non-members")
+        F = attack_features(data.probs, data.labels, features=self.features)
+        target = data.is_member.astype(int)
+        seed = derive_seed(self.seed, "attack-model") % 2**32  # scikit-learn takes 32-bit seeds
+        models: dict[Any, Any] = {None: make_attack_model(self.attack_model, seed=seed).fit(F, target)}
+        if self.per_class:
+            for c in np.unique(data.labels):
+                rows = data.labels == c
+                if len(np.unique(target[rows])) < 2:
+                    logger.warning(
+                        "class %d has only one membership label in the shadow data; using the global model", c
+                    )
+                    continue
+                models[int(c)] = make_attack_model(self.attack_model, seed=seed).fit(F[rows], target[rows])
+        self.attack_models_ = models
+        self.n_shadow_records_ = len(target)
+        self.n_classes_ = data.probs.shape[1]
+        self.threshold_ = 0.0
+        self.fitted_ = True
+        return self
+
+    def scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Membership scores from probability vectors already obtained from the target."""
+        self._check_fitted()
+        if P.shape[1] != self.n_classes_:
+            raise DataError(
+                f"the target outputs {P.shape[1]} classes but the shadow models had {self.n_classes_}; "
+                "train the shadows with the target's number of classes"
+            )
+        F = attack_features(P, y, features=self.features)
+        s = classifier_scores(self.attack_models_[None], F)
+        if self.per_class:
+            for c, m in self.attack_models_.items():
+                if c is None:
+                    continue
+                rows = y == c
+                if rows.any():
+                    s[rows] = classifier_scores(m, F[rows])
+        return s
+
+    def _score(self, target: Target, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return self.scores_from_probs(target.predict_proba(X), y)

@@ -1,0 +1,180 @@
+"""Multilayer perceptrons: trained weights as plain arrays, and the forward pass.
+
+Both training engines (the plain loop and the batched engine) produce :class:`MLPParams`: the
+weights of one trained network, stored as ``(fan_in, fan_out)`` matrices so that K of them stack
+into the ``(K, fan_in, fan_out)`` tensors of the batched engine. Inference is always in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from miaudit.errors import DataError
+from miaudit.training.specs import ModelSpec
+
+__all__ = [
+    "MLPParams",
+    "build_module",
+    "init_params",
+    "mlp_logits",
+    "params_from_module",
+    "predict_proba_many",
+]
+
+_PREDICT_CHUNK = 8192
+
+
+def mlp_logits(
+    X: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Logits of an MLP with ReLU hidden layers (no dropout: inference).
+
+    Works for one model (weights ``(fan_in, fan_out)``, X ``(n, d)``) and for K stacked models
+    (weights ``(K, fan_in, fan_out)``, biases ``(K, 1, fan_out)``, X ``(n, d)`` or ``(K, n, d)``).
+    """
+    h = X
+    last = len(weights) - 1
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        h = torch.matmul(h, w) + b
+        if i < last:
+            h = torch.relu(h)
+    return h
+
+
+@dataclass(frozen=True, eq=False)
+class MLPParams:
+    """The weights of one trained MLP.
+
+    Attributes
+    ----------
+    spec : ModelSpec
+    weights : tuple of ndarray
+        ``weights[l]`` has shape (fan_in, fan_out), float32.
+    biases : tuple of ndarray
+        ``biases[l]`` has shape (fan_out,), float32.
+    """
+
+    spec: ModelSpec
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+
+    def __post_init__(self) -> None:
+        sizes = self.spec.layer_sizes
+        if len(self.weights) != len(sizes) - 1 or len(self.biases) != len(sizes) - 1:
+            raise DataError(f"expected {len(sizes) - 1} layers for {sizes}, got {len(self.weights)}")
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if w.shape != (sizes[i], sizes[i + 1]) or b.shape != (sizes[i + 1],):
+                raise DataError(
+                    f"layer {i}: expected weight {(sizes[i], sizes[i + 1])} and bias {(sizes[i + 1],)}, "
+                    f"got {w.shape} and {b.shape}"
+                )
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        """ndarray of shape (n_samples, n_classes): pre-softmax outputs."""
+        ws = [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)) for w in self.weights]
+        bs = [torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)) for b in self.biases]
+        out = np.empty((len(X), self.spec.n_classes), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(X), _PREDICT_CHUNK):
+                xb = torch.from_numpy(
+                    np.ascontiguousarray(X[start : start + _PREDICT_CHUNK], dtype=np.float32)
+                )
+                out[start : start + len(xb)] = mlp_logits(xb, ws, bs).numpy()
+        return out
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """ndarray of shape (n_samples, n_classes): softmax probabilities (float64, rows sum to 1)."""
+        z = self.logits(X).astype(np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+        return z
+
+    def accuracy(self, X: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(self.logits(X).argmax(axis=1) == y)) if len(y) else float("nan")
+
+    def save(self, path: str | Path) -> None:
+        """Save to a safetensors file (atomic: temp file then rename)."""
+        import json
+
+        from safetensors.numpy import save_file
+
+        tensors = {f"w{i}": np.ascontiguousarray(w) for i, w in enumerate(self.weights)}
+        tensors.update({f"b{i}": np.ascontiguousarray(b) for i, b in enumerate(self.biases)})
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"spec": json.dumps(self.spec.to_dict())})
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> MLPParams:
+        import json
+
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+                d = json.loads(meta["spec"])
+                d["hidden"] = tuple(d["hidden"])
+                spec = ModelSpec(**d)
+                n = len(spec.layer_sizes) - 1
+                weights = tuple(f.get_tensor(f"w{i}") for i in range(n))
+                biases = tuple(f.get_tensor(f"b{i}") for i in range(n))
+        except (OSError, KeyError, ValueError, Exception) as exc:  # safetensors raises its own types
+            raise DataError(
+                f"cannot read model weights from {path}: {exc}; delete the file to retrain"
+            ) from exc
+        return cls(spec=spec, weights=weights, biases=biases)
+
+
+def build_module(spec: ModelSpec) -> nn.Sequential:
+    """A torch module with the architecture of ``spec`` (Linear, ReLU, Dropout, ..., Linear)."""
+    layers: list[nn.Module] = []
+    sizes = spec.layer_sizes
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+            if spec.dropout > 0:
+                layers.append(nn.Dropout(spec.dropout))
+    return nn.Sequential(*layers)
+
+
+def params_from_module(module: nn.Sequential, spec: ModelSpec) -> MLPParams:
+    """Extract :class:`MLPParams` from a module made by :func:`build_module`."""
+    linears = [m for m in module if isinstance(m, nn.Linear)]
+    weights = tuple(m.weight.detach().float().T.contiguous().numpy().copy() for m in linears)
+    biases = tuple(m.bias.detach().float().numpy().copy() for m in linears)
+    return MLPParams(spec=spec, weights=weights, biases=biases)
+
+
+def predict_proba_many(models: Sequence[MLPParams], X: np.ndarray) -> np.ndarray:
+    """ndarray of shape (n_models, n_samples, n_classes): every model's probabilities on X."""
+    if not models:
+        return np.empty((0, len(X), 0))
+    return np.stack([m.predict_proba(X) for m in models])
+
+
+def init_params(spec: ModelSpec, generator: torch.Generator) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Initial weights ``(fan_in, fan_out)`` and biases ``(fan_out,)`` drawn from ``generator``.
+
+    The distribution is PyTorch's default for ``nn.Linear``: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
+    weights and biases. Both engines use this function, so a model's seed fixes its initialisation
+    whichever engine trains it.
+    """
+    weights: list[torch.Tensor] = []
+    biases: list[torch.Tensor] = []
+    sizes = spec.layer_sizes
+    for fan_in, fan_out in pairwise(sizes):
+        bound = 1.0 / float(np.sqrt(fan_in))
+        weights.append((torch.rand(fan_in, fan_out, generator=generator) * 2 - 1) * bound)
+        biases.append((torch.rand(fan_out, generator=generator) * 2 - 1) * bound)
+    return weights, biases

@@ -1,0 +1,125 @@
+"""End-to-end tests of one attack, and the known-answer tests of the shadow-model attack."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from miaudit.attacks import AttackerKnowledge, ShadowModelAttack
+from miaudit.data import load_dataset, make_split
+from miaudit.errors import DataError
+from miaudit.metrics import auc
+from miaudit.studies.config import AttackConfig
+from miaudit.studies.pipeline import run_attack
+from miaudit.targets import LocalTarget
+from miaudit.training.specs import ModelSpec, TrainSpec
+from miaudit.training.trainer import train_models
+
+SMALL_DIGITS = dict(
+    dataset="digits", target_size=200, shadow_train_size=200, shadow_test_size=150, shadows=2, epochs=40
+)
+
+
+@pytest.fixture(scope="module")
+def digits_result() -> dict:
+    return run_attack(AttackConfig(seed=1, **SMALL_DIGITS))
+
+
+def test_attack_on_digits_end_to_end(digits_result) -> None:
+    r = digits_result
+    assert set(r) >= {"config", "target", "metrics", "timings", "versions", "queries"}
+    m = r["metrics"]
+    for key in ("accuracy", "precision", "recall", "balanced_accuracy", "auc"):
+        assert 0.0 <= m[key] <= 1.0
+    assert set(m["tpr_at_fpr"]) >= {"0.01", "0.001"}
+    assert (m["n_members"], m["n_nonmembers"]) == (200, 200)
+    assert r["queries"] == 400
+    assert r["target"]["train_accuracy"] > 0.9
+    assert {"train_target", "fit_attack", "score", "total"} <= set(r["timings"])
+    json.dumps(r)  # the whole record is JSON-able
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(digits_result) -> None:
+    again = run_attack(AttackConfig(seed=1, **SMALL_DIGITS))
+    assert again["metrics"] == digits_result["metrics"]
+    assert again["scores"] == digits_result["scores"]
+    other = run_attack(AttackConfig(seed=2, **SMALL_DIGITS))
+    assert other["scores"] != digits_result["scores"]
+
+
+def test_pool_too_small_is_a_clear_error() -> None:
+    with pytest.raises(DataError, match=r"1797"):
+        run_attack(AttackConfig(dataset="digits", target_size=3000))
+
+
+@pytest.fixture(scope="module")
+def memorising_setup(fmnist_available):
+    """A target that memorises 300 Fashion-MNIST images (80 epochs), and a fitted attack."""
+    if not fmnist_available:
+        pytest.skip("Fashion-MNIST is not installed (run scripts/setup.sh)")
+    ds = load_dataset("fashion-mnist")
+    split = make_split(
+        ds.y,
+        target_size=300,
+        target_test_size=900,
+        n_shadows=3,
+        shadow_train_size=300,
+        shadow_test_size=300,
+        seed=11,
+    )
+    spec = ModelSpec.from_arch("simple", n_features=784, n_classes=10)
+    train = TrainSpec(epochs=80)
+    (target,) = train_models(ds.X, ds.y, [split.target_in], seeds=[5], model=spec, train=train)
+    knowledge = AttackerKnowledge(
+        X=ds.X[split.population], y=ds.y[split.population], n_classes=10, model=spec, train=train
+    )
+    attack = ShadowModelAttack(n_shadows=3, shadow_train_size=300, shadow_test_size=300, seed=3).fit(
+        knowledge
+    )
+    return ds, split, target, attack
+
+
+@pytest.mark.slow
+def test_memorising_target_is_attacked_with_high_auc(memorising_setup) -> None:
+    ds, split, target, attack = memorising_setup
+    assert target.accuracy(ds.X[split.target_in], ds.y[split.target_in]) > 0.99
+    members, nonmembers = split.target_in, split.target_out[:300]
+    idx = np.concatenate([members, nonmembers])
+    scores = attack.score(LocalTarget(target), ds.X[idx], ds.y[idx])
+    is_member = np.r_[np.ones(300, bool), np.zeros(300, bool)]
+    # chance gives AUC 0.5 with a standard deviation of about 0.024 at 300 + 300 records
+    assert auc(is_member, scores) > 0.62
+
+
+@pytest.mark.slow
+def test_unseen_members_give_chance_auc(memorising_setup) -> None:
+    ds, split, target, attack = memorising_setup
+    fake_members, nonmembers = split.target_out[300:600], split.target_out[600:900]
+    idx = np.concatenate([fake_members, nonmembers])
+    scores = attack.score(LocalTarget(target), ds.X[idx], ds.y[idx])
+    is_member = np.r_[np.ones(300, bool), np.zeros(300, bool)]
+    assert abs(auc(is_member, scores) - 0.5) < 0.1  # about 4 standard deviations of the null
+
+
+@pytest.mark.slow
+def test_attack_on_small_fashion_mnist_end_to_end(fmnist_available) -> None:
+    if not fmnist_available:
+        pytest.skip("Fashion-MNIST is not installed (run scripts/setup.sh)")
+    r = run_attack(
+        AttackConfig(
+            target_size=400,
+            shadow_train_size=400,
+            shadow_test_size=300,
+            shadows=2,
+            epochs=5,
+            classes=5,
+            attack_model="lr",
+            per_class=True,
+        )
+    )
+    assert r["dataset"]["n_classes"] == 5
+    assert r["target"]["test_accuracy"] > 0.6
+    assert r["metrics"]["n_members"] == 400
+    assert r["queries"] == 800
