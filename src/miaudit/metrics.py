@@ -95,8 +95,7 @@ def _check_scores(values: ArrayLike, name: str) -> NDArray[np.float64]:
 def _check_length(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape[0] != b.shape[0]:
         raise ValueError(
-            f"{name_a} and {name_b} must have the same length (one entry per sample); "
-            f"got {a.shape[0]} and {b.shape[0]}"
+            f"{name_a} and {name_b} must have the same length (one entry per sample); got {a.shape[0]} and {b.shape[0]}"
         )
 
 
@@ -105,8 +104,7 @@ def _check_both_classes(y: NDArray[np.bool_], what: str) -> tuple[int, int]:
     n0 = int(y.size - n1)
     if n1 == 0 or n0 == 0:
         raise ValueError(
-            f"{what} needs both members and non-members in is_member; got {n1} member(s) and "
-            f"{n0} non-member(s)"
+            f"{what} needs both members and non-members in is_member; got {n1} member(s) and {n0} non-member(s)"
         )
     return n1, n0
 
@@ -121,9 +119,7 @@ def _check_scored(
     return y, s, n1, n0
 
 
-def _check_decisions(
-    is_member: ArrayLike, predictions: ArrayLike
-) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+def _check_decisions(is_member: ArrayLike, predictions: ArrayLike) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     y = _check_binary(is_member, "is_member")
     p = _check_binary(predictions, "predictions")
     _check_length(y, p, "is_member", "predictions")
@@ -158,9 +154,7 @@ def _fpr_levels(fpr: float | Sequence[float], name: str) -> tuple[list[float], b
 def _check_confidence(level: object) -> float:
     value = _check_real(level, "level")
     if not 0.0 < value < 1.0:
-        raise ValueError(
-            f"level must be a confidence level strictly between 0 and 1, e.g. 0.95; got {level!r}"
-        )
+        raise ValueError(f"level must be a confidence level strictly between 0 and 1, e.g. 0.95; got {level!r}")
     return value
 
 
@@ -254,9 +248,7 @@ def _tpr_at(roc_fpr: NDArray[np.float64], roc_tpr: NDArray[np.float64], level: f
     return float(roc_tpr[np.flatnonzero(roc_fpr <= level)[-1]])  # roc_fpr[0] == 0: never empty
 
 
-def tpr_at_fpr(
-    is_member: ArrayLike, scores: ArrayLike, fpr: float | Sequence[float]
-) -> float | dict[str, float]:
+def tpr_at_fpr(is_member: ArrayLike, scores: ArrayLike, fpr: float | Sequence[float]) -> float | dict[str, float]:
     """True-positive rate at a fixed false-positive rate.
 
     The largest TPR over thresholds whose FPR is at most ``fpr``, without interpolation, as in

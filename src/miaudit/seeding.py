@@ -53,10 +53,7 @@ def derive_seed(seed: int, *keys: str | int) -> int:
     """
     seed = check_seed(seed)
     ss = np.random.SeedSequence(entropy=seed, spawn_key=tuple(_key_to_int(k) for k in keys))
-    return (
-        int(ss.generate_state(2, dtype=np.uint32).astype(np.uint64) @ np.array([1, 2**32], np.uint64))
-        & _MAX_SEED
-    )
+    return int(ss.generate_state(2, dtype=np.uint32).astype(np.uint64) @ np.array([1, 2**32], np.uint64)) & _MAX_SEED
 
 
 def make_rng(seed: int, *keys: str | int) -> np.random.Generator:

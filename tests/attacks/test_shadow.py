@@ -33,9 +33,7 @@ def test_shadow_sets_are_disjoint_and_prefix_stable() -> None:
 
 
 def test_shadow_sets_too_small_population() -> None:
-    with pytest.raises(
-        DataError, match=r"9 shadow models x \(3000 train \+ 2000 held-out\) = 45000.*only 1000"
-    ):
+    with pytest.raises(DataError, match=r"9 shadow models x \(3000 train \+ 2000 held-out\) = 45000.*only 1000"):
         draw_shadow_sets(1000, n_shadows=9, train_size=3000, test_size=2000, seed=0)
     with pytest.raises(ConfigError, match="n_shadows must be a positive integer"):
         draw_shadow_sets(1000, n_shadows=0, train_size=3, test_size=2, seed=0)
@@ -48,9 +46,7 @@ def test_registry() -> None:
         create_attack("nope")
     with pytest.raises(ConfigError, match="bad parameters for attack 'shokri'"):
         create_attack("shokri", n_shadow=2)
-    with pytest.raises(
-        ConfigError, match="unknown attack model 'svm'; choose one of: lr, tree, linear-svm, rbf-svm"
-    ):
+    with pytest.raises(ConfigError, match="unknown attack model 'svm'; choose one of: lr, tree, linear-svm, rbf-svm"):
         make_attack_model("svm", seed=0)
     with pytest.raises(ConfigError, match="unknown feature set 'x'"):
         attack_features(np.ones((1, 2)) / 2, np.zeros(1, int), features="x")
@@ -101,9 +97,7 @@ def test_shadow_data_first_and_errors() -> None:
 def test_unfitted_attack_raises(digits) -> None:
     X, y = digits
     spec = ModelSpec(n_features=64, n_classes=10, hidden=(8,))
-    (m,) = train_models(
-        X, y, [np.arange(50)], seeds=[0], model=spec, train=TrainSpec(epochs=1, engine="loop")
-    )
+    (m,) = train_models(X, y, [np.arange(50)], seeds=[0], model=spec, train=TrainSpec(epochs=1, engine="loop"))
     with pytest.raises(NotFittedError, match=r"not fitted yet; call fit\(knowledge\)"):
         ShadowModelAttack().score(LocalTarget(m), X[:5], y[:5])
 

@@ -52,9 +52,7 @@ class Places:
 
 
 @pytest.fixture
-def fake_checksums(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
+def fake_checksums(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Point SHA256 and SHAPES at the fake data; return the fake checksums."""
     ref = write_fake_fmnist(tmp_path_factory.mktemp("reference"))
     sums = {name: decompressed_sha256(ref / name) for name in fm.FILES}

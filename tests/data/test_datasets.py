@@ -56,9 +56,7 @@ def test_subset_classes_errors(n: object, error: type[Exception], pattern: str) 
 
 def test_unknown_name() -> None:
     assert DATASETS == ("fashion-mnist", "digits")
-    with pytest.raises(
-        ConfigError, match=r"unknown dataset 'cifar10'; allowed names are fashion-mnist, digits"
-    ):
+    with pytest.raises(ConfigError, match=r"unknown dataset 'cifar10'; allowed names are fashion-mnist, digits"):
         load_dataset("cifar10")
     with pytest.raises(ConfigError, match="dataset name must be a str, one of fashion-mnist, digits"):
         load_dataset(None)  # type: ignore[arg-type]

@@ -24,9 +24,7 @@ def test_fake_sizes(fake_sizes: tuple[int, int, int]) -> None:
 
 def test_constants() -> None:
     assert len(fm.FILES) == 4 and set(fm.FILES) == set(fm.SHA256) == set(fm.SHAPES)
-    assert (
-        len(fm.CLASS_NAMES) == 10 and fm.CLASS_NAMES[0] == "T-shirt/top" and fm.CLASS_NAMES[9] == "Ankle boot"
-    )
+    assert len(fm.CLASS_NAMES) == 10 and fm.CLASS_NAMES[0] == "T-shirt/top" and fm.CLASS_NAMES[9] == "Ankle boot"
     assert fm.DEFAULT_URL in fm.MIRRORS and fm.SYSTEM_DIR == REAL_DIR
 
 
@@ -36,16 +34,12 @@ def test_load_fake(fake_dir: Path, fake_data: dict[str, np.ndarray]) -> None:
     assert ds.y.dtype == np.int64 and ds.n_classes == 10 and ds.class_names == fm.CLASS_NAMES
     expected = np.concatenate([fake_data[fm.TRAIN_IMAGES], fake_data[fm.TEST_IMAGES]]).reshape(len(ds.X), -1)
     np.testing.assert_array_equal(ds.X, expected.astype(np.float32) / 255)  # train first, then test
-    np.testing.assert_array_equal(
-        ds.y, np.concatenate([fake_data[fm.TRAIN_LABELS], fake_data[fm.TEST_LABELS]])
-    )
+    np.testing.assert_array_equal(ds.y, np.concatenate([fake_data[fm.TRAIN_LABELS], fake_data[fm.TEST_LABELS]]))
     assert ds.source == str(fake_dir.resolve())
     assert not ds.X.flags.writeable  # cached arrays are protected
 
 
-def test_load_is_cached_and_invalidated_by_file_changes(
-    fake_dir: Path, fake_checksums: dict[str, str]
-) -> None:
+def test_load_is_cached_and_invalidated_by_file_changes(fake_dir: Path, fake_checksums: dict[str, str]) -> None:
     first = fm.load_fashion_mnist(fake_dir)
     assert fm.load_fashion_mnist(fake_dir) is first
     assert fm.load_fashion_mnist(str(fake_dir) + "/") is first
@@ -63,9 +57,7 @@ def test_decompressed_files_accepted(places, fake_checksums, fake_writer) -> Non
     assert fm.load_fashion_mnist(raw_dir).n_samples == N_TRAIN + N_TEST
 
 
-def test_wrong_checksum(
-    fake_dir: Path, fake_checksums: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_wrong_checksum(fake_dir: Path, fake_checksums: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     name = fm.TRAIN_LABELS
     actual = fake_checksums[name]
     monkeypatch.setitem(fm.SHA256, name, "0" * 64)
@@ -104,9 +96,7 @@ def test_mismatched_counts(fake_dir: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_corrupt_file_names_file_and_fix(fake_dir: Path) -> None:
     path = fake_dir / fm.TEST_IMAGES
     path.write_bytes(path.read_bytes()[:-20])
-    with pytest.raises(
-        DataError, match=rf"(?s){re.escape(fm.TEST_IMAGES)}.*corrupt gzip.*miaudit data fetch"
-    ):
+    with pytest.raises(DataError, match=rf"(?s){re.escape(fm.TEST_IMAGES)}.*corrupt gzip.*miaudit data fetch"):
         fm.load_fashion_mnist(fake_dir, verify=False)
 
 
@@ -121,11 +111,7 @@ def test_nothing_found_lists_every_place(places, monkeypatch: pytest.MonkeyPatch
     message = str(info.value)
     for place in (places.env_dir, places.cache, places.system):
         assert str(place) in message
-    assert (
-        message.index(str(places.env_dir))
-        < message.index(str(places.cache))
-        < message.index(str(places.system))
-    )
+    assert message.index(str(places.env_dir)) < message.index(str(places.cache)) < message.index(str(places.system))
     assert "miaudit data fetch" in message and "apt-get install dataset-fashion-mnist" in message
     assert "MIAUDIT_DATA_DIR" in message and "--data-dir" in message
 

@@ -44,9 +44,7 @@ class Server:
         self.handler = handler
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/data/"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     @property
@@ -103,9 +101,7 @@ def test_skip_if_present_unless_force(server: Server, tmp_path: Path) -> None:
     assert len(server.requests) == n + 1 + 4
 
 
-def test_checksum_mismatch_leaves_nothing(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_checksum_mismatch_leaves_nothing(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dest = tmp_path / "dest"
     monkeypatch.setitem(fm.SHA256, fm.TRAIN_LABELS, "0" * 64)
     with pytest.raises(
@@ -144,9 +140,7 @@ def test_interrupted_download_is_atomic(server: Server, tmp_path: Path, fake_che
     old = dest / fm.TRAIN_IMAGES
     old.write_bytes(b"previous, damaged file")
     server.handler.truncate.add(fm.TRAIN_IMAGES)
-    with pytest.raises(
-        DataError, match=re.escape(server.url + fm.TRAIN_IMAGES) + ": connection closed after"
-    ):
+    with pytest.raises(DataError, match=re.escape(server.url + fm.TRAIN_IMAGES) + ": connection closed after"):
         fm.fetch_fashion_mnist(dest, base_url=server.url, timeout=5)
     assert old.read_bytes() == b"previous, damaged file"  # never replaced by a partial download
     assert _leftovers(dest) == []
@@ -163,9 +157,7 @@ def test_connection_refused(tmp_path: Path, fake_checksums) -> None:
     srv = Server(tmp_path)
     url = srv.url
     srv.close()
-    with pytest.raises(
-        DataError, match=rf"(?s){re.escape(url)}.*refused.*apt-get install dataset-fashion-mnist"
-    ):
+    with pytest.raises(DataError, match=rf"(?s){re.escape(url)}.*refused.*apt-get install dataset-fashion-mnist"):
         fm.fetch_fashion_mnist(tmp_path / "dest", base_url=url, timeout=5)
 
 

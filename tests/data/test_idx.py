@@ -100,9 +100,7 @@ def test_trailing_bytes(tmp_path: Path) -> None:
     path = tmp_path / "labels-idx1-ubyte"
     full = write_idx(tmp_path / "full", np.zeros(10, np.int32), compress=False).read_bytes()
     path.write_bytes(full + b"\x00\x01\x02")
-    with pytest.raises(
-        DataError, match=_msg(path, r"trailing bytes.*= 40 bytes.*holds 43 bytes.*3 bytes too many")
-    ):
+    with pytest.raises(DataError, match=_msg(path, r"trailing bytes.*= 40 bytes.*holds 43 bytes.*3 bytes too many")):
         read_idx(path)
 
 

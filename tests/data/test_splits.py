@@ -83,9 +83,7 @@ def test_pool_too_small() -> None:
         r"has only 1000; reduce one of these by 100",
     ):
         _split(n_shadows=10)
-    make_split(
-        Y, target_size=500, n_shadows=0, shadow_train_size=0, shadow_test_size=0, seed=0
-    )  # exactly fits
+    make_split(Y, target_size=500, n_shadows=0, shadow_train_size=0, shadow_test_size=0, seed=0)  # exactly fits
 
 
 def test_same_seed_same_split_other_seed_other_split() -> None:
@@ -120,9 +118,7 @@ def test_bad_arguments(kw: dict, error: type[Exception], pattern: str) -> None:
 
 def test_bad_labels() -> None:
     with pytest.raises(DataError, match=r"y must be an ndarray of shape \(n_samples,\)"):
-        make_split(
-            Y.reshape(100, 10), target_size=1, n_shadows=0, shadow_train_size=0, shadow_test_size=0, seed=0
-        )
+        make_split(Y.reshape(100, 10), target_size=1, n_shadows=0, shadow_train_size=0, shadow_test_size=0, seed=0)
 
 
 def test_json_round_trip() -> None:

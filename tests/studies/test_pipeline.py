@@ -75,9 +75,7 @@ def memorising_setup(fmnist_available):
     knowledge = AttackerKnowledge(
         X=ds.X[split.population], y=ds.y[split.population], n_classes=10, model=spec, train=train
     )
-    attack = ShadowModelAttack(n_shadows=3, shadow_train_size=300, shadow_test_size=300, seed=3).fit(
-        knowledge
-    )
+    attack = ShadowModelAttack(n_shadows=3, shadow_train_size=300, shadow_test_size=300, seed=3).fit(knowledge)
     return ds, split, target, attack
 
 
@@ -123,3 +121,59 @@ def test_attack_on_small_fashion_mnist_end_to_end(fmnist_available) -> None:
     assert r["target"]["test_accuracy"] > 0.6
     assert r["metrics"]["n_members"] == 400
     assert r["queries"] == 800
+
+
+# ------------------------------------------------------------------------- every attack by name
+TINY_DIGITS = dict(
+    dataset="digits", target_size=150, shadow_train_size=150, shadow_test_size=100, shadows=2, epochs=10, refs=4
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "queries"),
+    [("loss", 300), ("modified-entropy", 300), ("ml-leaks", 300), ("lira", 300), ("lira-offline", 300), ("rmia", None)],
+)
+def test_every_attack_runs_end_to_end_by_name(name: str, queries: int | None) -> None:
+    r = run_attack(AttackConfig(attack=name, seed=1, **TINY_DIGITS))
+    assert r["attack"]["name"] == name and r["config"]["attack"] == name
+    assert set(r["metrics"]["tpr_at_fpr"]) == {"0.01", "0.001", "0"}
+    assert 0.0 <= r["metrics"]["auc"] <= 1.0
+    assert (r["metrics"]["n_members"], r["metrics"]["n_nonmembers"]) == (150, 150)
+    if queries is not None:
+        assert r["queries"] == queries
+    else:  # RMIA also queries its population records z
+        assert r["queries"] > 300
+    if name in ("lira", "lira-offline", "rmia"):
+        assert r["attack"]["n_refs"] == 4 and r["attack"]["ref_train_size"] == 150
+    json.dumps(r)
+
+
+def test_attack_params_come_from_the_config() -> None:
+    from miaudit.studies.pipeline import attack_params
+
+    c = AttackConfig(shadows=3, per_class=True, refs=8, ref_train_size=500)
+    assert attack_params("shokri", c, seed=1)["n_shadows"] == 3
+    assert attack_params("loss", c, seed=1) == {
+        "n_shadows": 3,
+        "shadow_train_size": 3000,
+        "shadow_test_size": 2000,
+        "per_class": True,
+        "seed": 1,
+    }
+    assert "n_shadows" not in attack_params("ml-leaks", c, seed=1)  # adversary 1: one shadow
+    assert attack_params("rmia", c, seed=1) == {"n_refs": 8, "ref_train_size": 500, "seed": 1}
+    assert attack_params("lira", AttackConfig(), seed=1) == {"n_refs": 16, "ref_train_size": 3000, "seed": 1}
+
+
+def test_refs_are_ignored_with_a_warning_by_attacks_without_references(caplog) -> None:
+    with caplog.at_level("WARNING"):
+        run_attack(AttackConfig(attack="loss", seed=1, **TINY_DIGITS))
+    assert "refs=4 is used by lira, lira-offline and rmia only; the loss attack ignores it" in caplog.text
+
+
+def test_unknown_attack_is_rejected_with_the_allowed_list() -> None:
+    from miaudit.errors import ConfigError
+    from miaudit.studies.config import parse_config
+
+    with pytest.raises(ConfigError, match=r"attack: .*unknown attack 'nope'; choose one of: shokri, loss, .*rmia"):
+        parse_config(AttackConfig, {"attack": "nope"})

@@ -42,9 +42,7 @@ def test_dropout_and_weight_decay_paths(digits) -> None:
 
 def test_params_round_trip(tmp_path, digits, spec) -> None:
     X, _ = digits
-    (m,) = train_models(
-        X, digits[1], [np.arange(100)], seeds=[0], model=spec, train=TrainSpec(epochs=1, engine="loop")
-    )
+    (m,) = train_models(X, digits[1], [np.arange(100)], seeds=[0], model=spec, train=TrainSpec(epochs=1, engine="loop"))
     m.save(tmp_path / "m.safetensors")
     m2 = MLPParams.load(tmp_path / "m.safetensors")
     np.testing.assert_array_equal(m.predict_proba(X[:50]), m2.predict_proba(X[:50]))

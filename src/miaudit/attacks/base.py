@@ -76,9 +76,7 @@ def check_records(
     if y.shape != (len(X),):
         raise DataError(f"y must have shape ({len(X)},) to match X; got {y.shape}")
     if not np.isfinite(X).all():
-        raise DataError(
-            f"X contains {int((~np.isfinite(X)).sum())} NaN or infinite values; clean the records"
-        )
+        raise DataError(f"X contains {int((~np.isfinite(X)).sum())} NaN or infinite values; clean the records")
     if y.size and not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):
         raise DataError("y must hold integer class labels")
     y = y.astype(np.int64, copy=False)
@@ -130,9 +128,7 @@ class Attack(ABC):
 
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
-            raise NotFittedError(
-                f"this {type(self).__name__} is not fitted yet; call fit(knowledge) before score()"
-            )
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(knowledge) before score()")
 
     def get_params(self) -> dict[str, Any]:
         """The constructor arguments (for records and reports)."""

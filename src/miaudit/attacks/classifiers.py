@@ -126,6 +126,4 @@ def attack_features(P: np.ndarray, y: np.ndarray, *, features: str = "rich") -> 
     """
     if features not in FEATURE_SETS:
         raise ConfigError(f"unknown feature set {features!r}; choose one of: {', '.join(FEATURE_SETS)}")
-    return np.asarray(
-        FEATURE_SETS[features](np.asarray(P, dtype=np.float64), np.asarray(y)), dtype=np.float64
-    )
+    return np.asarray(FEATURE_SETS[features](np.asarray(P, dtype=np.float64), np.asarray(y)), dtype=np.float64)

@@ -28,7 +28,7 @@ def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
 
 def _load_builtin() -> None:
     # importing the modules registers their attacks
-    from miaudit.attacks import shadow  # noqa: F401
+    from miaudit.attacks import lira, mlleaks, rmia, shadow, threshold  # noqa: F401
 
 
 def attack_names() -> list[str]:

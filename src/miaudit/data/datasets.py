@@ -65,16 +65,12 @@ class Dataset:
             got = f"ndim {X.ndim}" if isinstance(X, np.ndarray) else type(X).__name__
             raise DataError(f"{where}: X must be an ndarray of shape (n_samples, n_features), got {got}")
         if X.dtype != np.float32:
-            raise DataError(
-                f"{where}: X must have dtype float32, got {X.dtype}; convert with X.astype(np.float32)"
-            )
+            raise DataError(f"{where}: X must have dtype float32, got {X.dtype}; convert with X.astype(np.float32)")
         if not isinstance(y, np.ndarray) or y.ndim != 1:
             got = f"ndim {y.ndim}" if isinstance(y, np.ndarray) else type(y).__name__
             raise DataError(f"{where}: y must be an ndarray of shape (n_samples,), got {got}")
         if y.dtype != np.int64:
-            raise DataError(
-                f"{where}: y must have dtype int64, got {y.dtype}; convert with y.astype(np.int64)"
-            )
+            raise DataError(f"{where}: y must have dtype int64, got {y.dtype}; convert with y.astype(np.int64)")
         if len(X) != len(y):
             raise DataError(f"{where}: X has {len(X)} rows but y has {len(y)} labels; they must match")
         if len(y) == 0 or X.shape[1] == 0:
@@ -84,9 +80,7 @@ class Dataset:
         if self.n_classes < 2:
             raise DataError(f"{where}: n_classes must be at least 2, got {self.n_classes}")
         if len(self.class_names) != self.n_classes:
-            raise DataError(
-                f"{where}: class_names has {len(self.class_names)} names but n_classes is {self.n_classes}"
-            )
+            raise DataError(f"{where}: class_names has {len(self.class_names)} names but n_classes is {self.n_classes}")
         lo, hi = X.min(), X.max()
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise DataError(f"{where}: X contains NaN or infinite values; remove or impute them")
@@ -97,9 +91,7 @@ class Dataset:
             )
         ylo, yhi = int(y.min()), int(y.max())
         if ylo < 0 or yhi >= self.n_classes:
-            raise DataError(
-                f"{where}: labels must lie in 0..{self.n_classes - 1}, got min {ylo} and max {yhi}"
-            )
+            raise DataError(f"{where}: labels must lie in 0..{self.n_classes - 1}, got min {ylo} and max {yhi}")
 
     @property
     def n_samples(self) -> int:
@@ -265,9 +257,7 @@ def _labels_to_int(values: np.ndarray, where: str) -> np.ndarray:
             raise DataError(f"{where}: label of record {bad} is {values[bad]}; every record needs a label")
         if not np.array_equal(values, np.round(values)):
             bad = int(np.flatnonzero(values != np.round(values))[0])
-            raise DataError(
-                f"{where}: labels must be integers 0..n_classes-1, record {bad} has {values[bad]:g}"
-            )
+            raise DataError(f"{where}: labels must be integers 0..n_classes-1, record {bad} has {values[bad]:g}")
         labels = values.astype(np.int64)
     else:
         raise DataError(
@@ -291,8 +281,7 @@ def _features(values: np.ndarray, where: str, scale: bool) -> np.ndarray:
     if not np.isfinite(X).all():
         row, col = (int(i) for i in np.argwhere(~np.isfinite(X))[0])
         raise DataError(
-            f"{where}: X contains NaN or infinite values (first at record {row}, feature {col}); "
-            "remove or impute them"
+            f"{where}: X contains NaN or infinite values (first at record {row}, feature {col}); remove or impute them"
         )
     if scale and X.size:
         lo, hi = X.min(axis=0), X.max(axis=0)
@@ -354,9 +343,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...] | Non
         raise DataError(f"{path}: need at least one feature column and a label column, got {width} column(s)")
     for line, row in body:
         if len(row) != width:
-            raise DataError(
-                f"{path}: line {line} has {len(row)} fields, expected {width} like the first line"
-            )
+            raise DataError(f"{path}: line {line} has {len(row)} fields, expected {width} like the first line")
     if not body:
         raise DataError(f"{path}: the CSV file has a header but no records")
     label_col = header.index("label") if header is not None and "label" in header else width - 1
@@ -428,9 +415,7 @@ def load_arrays(
         raise DataError(f"{where}: need at least 2 classes, all labels are {int(y.max())}")
     empty = np.flatnonzero(np.bincount(y, minlength=n_classes) == 0)
     if empty.size:
-        logger.warning(
-            "%s: classes %s have no records (labels run 0..%d)", where, empty.tolist(), n_classes - 1
-        )
+        logger.warning("%s: classes %s have no records (labels run 0..%d)", where, empty.tolist(), n_classes - 1)
     if names is None:
         names = tuple(str(c) for c in range(n_classes))
     elif len(names) != n_classes:

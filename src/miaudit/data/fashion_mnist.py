@@ -147,10 +147,7 @@ def _places() -> list[tuple[str, Path]]:
 
 def _search(data_dir: str | Path | None) -> tuple[Path | None, list[dict[str, Any]]]:
     """Return the first qualifying directory (or None) and a record of every place looked at."""
-    if data_dir is not None:
-        places = [("data_dir argument (--data-dir)", Path(data_dir).expanduser())]
-    else:
-        places = _places()
+    places = [("data_dir argument (--data-dir)", Path(data_dir).expanduser())] if data_dir is not None else _places()
     chosen: Path | None = None
     searched: list[dict[str, Any]] = []
     for label, directory in places:
@@ -183,11 +180,7 @@ def _describe(searched: list[dict[str, Any]]) -> str:
         state = (
             "found"
             if s["found"]
-            else (
-                "directory does not exist"
-                if not Path(s["path"]).is_dir()
-                else "missing " + ", ".join(s["missing"])
-            )
+            else ("directory does not exist" if not Path(s["path"]).is_dir() else "missing " + ", ".join(s["missing"]))
         )
         lines.append(f"  - {s['place']}: {s['path']} ({state})")
     return "\n".join(lines)
@@ -397,9 +390,7 @@ def fashion_mnist_info(data_dir: str | Path | None = None, *, verify: bool = Tru
         "searched": searched,
         "files": files,
         "n_records": n_records,
-        "records_per_class": [
-            {"label": i, "name": c, "count": int(counts[i])} for i, c in enumerate(CLASS_NAMES)
-        ],
+        "records_per_class": [{"label": i, "name": c, "count": int(counts[i])} for i, c in enumerate(CLASS_NAMES)],
         "checksums_ok": all(f["sha256_ok"] for f in files.values()) if verify else None,
     }
 

@@ -94,8 +94,7 @@ def read_decompressed(path: str | Path, *, hint: str | None = None) -> bytes:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(
-            f"{path}: corrupt gzip stream ({type(exc).__name__}: {exc}); "
-            f"{len(data)} compressed bytes on disk. {hint}"
+            f"{path}: corrupt gzip stream ({type(exc).__name__}: {exc}); {len(data)} compressed bytes on disk. {hint}"
         ) from exc
 
 

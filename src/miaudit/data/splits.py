@@ -294,9 +294,7 @@ def make_split(
     shadow_train_size = _check_size(shadow_train_size, "shadow_train_size", minimum=shadow_min)
     shadow_test_size = _check_size(shadow_test_size, "shadow_test_size", minimum=shadow_min)
     target_test_size = (
-        target_size
-        if target_test_size is None
-        else _check_size(target_test_size, "target_test_size", minimum=1)
+        target_size if target_test_size is None else _check_size(target_test_size, "target_test_size", minimum=1)
     )
     y = np.asarray(y)
     if y.ndim != 1:

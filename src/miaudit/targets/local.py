@@ -29,9 +29,7 @@ class EstimatorTarget(BlackBox):
 
     def __init__(self, estimator: Any, *, n_features: int) -> None:
         if not hasattr(estimator, "predict_proba"):
-            raise ConfigError(
-                f"{type(estimator).__name__} has no predict_proba; wrap a probabilistic classifier"
-            )
+            raise ConfigError(f"{type(estimator).__name__} has no predict_proba; wrap a probabilistic classifier")
         classes = getattr(estimator, "classes_", None)
         if classes is None:
             raise ConfigError("the estimator is not fitted (no classes_); fit it before auditing")

@@ -31,9 +31,7 @@ __all__ = [
 _PREDICT_CHUNK = 8192
 
 
-def mlp_logits(
-    X: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]
-) -> torch.Tensor:
+def mlp_logits(X: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]) -> torch.Tensor:
     """Logits of an MLP with ReLU hidden layers (no dropout: inference).
 
     Works for one model (weights ``(fan_in, fan_out)``, X ``(n, d)``) and for K stacked models
@@ -83,9 +81,7 @@ class MLPParams:
         out = np.empty((len(X), self.spec.n_classes), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(X), _PREDICT_CHUNK):
-                xb = torch.from_numpy(
-                    np.ascontiguousarray(X[start : start + _PREDICT_CHUNK], dtype=np.float32)
-                )
+                xb = torch.from_numpy(np.ascontiguousarray(X[start : start + _PREDICT_CHUNK], dtype=np.float32))
                 out[start : start + len(xb)] = mlp_logits(xb, ws, bs).numpy()
         return out
 
@@ -129,9 +125,7 @@ class MLPParams:
                 weights = tuple(f.get_tensor(f"w{i}") for i in range(n))
                 biases = tuple(f.get_tensor(f"b{i}") for i in range(n))
         except (OSError, KeyError, ValueError, Exception) as exc:  # safetensors raises its own types
-            raise DataError(
-                f"cannot read model weights from {path}: {exc}; delete the file to retrain"
-            ) from exc
+            raise DataError(f"cannot read model weights from {path}: {exc}; delete the file to retrain") from exc
         return cls(spec=spec, weights=weights, biases=biases)
 
 

@@ -43,13 +43,9 @@ def check_training_data(X: np.ndarray, y: np.ndarray, model: ModelSpec) -> tuple
         raise DataError(f"y must have shape ({len(X)},) to match X; got {y.shape}")
     X = np.ascontiguousarray(X, dtype=np.float32)
     if not np.isfinite(X).all():
-        raise DataError(
-            f"X contains {int((~np.isfinite(X)).sum())} NaN or infinite values; clean the data first"
-        )
+        raise DataError(f"X contains {int((~np.isfinite(X)).sum())} NaN or infinite values; clean the data first")
     if y.size and (y.min() < 0 or y.max() >= model.n_classes or not np.all(np.equal(np.mod(y, 1), 0))):
-        raise DataError(
-            f"labels must be integers in [0, {model.n_classes - 1}]; got range [{y.min()}, {y.max()}]"
-        )
+        raise DataError(f"labels must be integers in [0, {model.n_classes - 1}]; got range [{y.min()}, {y.max()}]")
     return X, y.astype(np.int64, copy=False)
 
 
@@ -103,9 +99,7 @@ def train_one(
             loss.backward()
             opt.step()
         if not torch.isfinite(loss):
-            raise TrainingError(
-                f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; lower the learning rate"
-            )
+            raise TrainingError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; lower the learning rate")
     return MLPParams(
         spec=model,
         weights=tuple(w.detach().numpy().copy() for w in weights),
@@ -181,8 +175,6 @@ def _choose_engine(train: TrainSpec) -> str:
         import miaudit.training.batched  # noqa: F401
     except ModuleNotFoundError:
         if train.engine == "batched":
-            raise TrainingError(
-                "the batched engine is not available in this build; use engine='loop'"
-            ) from None
+            raise TrainingError("the batched engine is not available in this build; use engine='loop'") from None
         return "loop"
     return "batched"

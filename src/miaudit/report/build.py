@@ -1,0 +1,132 @@
+"""``build_report``: stored results in, ``report.html`` and ``report.md`` (with ``figures/``) out."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from miaudit.errors import ConfigError
+from miaudit.report.document import Document
+from miaudit.report.figures import save_png
+from miaudit.report.html import render_html
+from miaudit.report.load import load_run
+from miaudit.report.load_records import load_attack_record, load_compare, sniff_json
+from miaudit.report.markdown import render_markdown
+from miaudit.report.record_report import attack_document, compare_document
+from miaudit.report.records import ReportError
+from miaudit.report.run_report import run_document
+
+__all__ = ["FORMATS", "build_document", "build_report", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("html", "md")
+_ALIASES = {"both": FORMATS, "html": ("html",), "md": ("md",), "markdown": ("md",)}
+_FILE_SUFFIXES = (".html", ".htm", ".md")
+
+
+def _check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = (formats,)
+    out: list[str] = []
+    for f in formats:
+        if f not in _ALIASES:
+            raise ConfigError(f"unknown report format {f!r}; allowed: 'html', 'md' or 'both'")
+        out += [x for x in _ALIASES[f] if x not in out]
+    if not out:
+        raise ConfigError("formats is empty; pass 'html', 'md' or both")
+    return tuple(out)
+
+
+def build_document(source: Path | str) -> tuple[Document, Path]:
+    """Load a run directory, ``compare.json`` or ``attack --json`` record and compose its report.
+
+    Returns the document and the default output folder: the run directory itself, or
+    ``<stem>-report/`` beside a JSON file.
+    """
+    path = Path(source)
+    if path.suffix.lower() == ".json" and not path.is_dir():
+        if not path.is_file():
+            raise ReportError(
+                f"{path} does not exist: write it with `miaudit attack --json {path}` or "
+                f"`miaudit compare --json {path}`, or pass a run directory"
+            )
+        if sniff_json(path) == "compare":
+            return compare_document(load_compare(path)), path.with_name(f"{path.stem}-report")
+        return attack_document(load_attack_record(path)), path.with_name(f"{path.stem}-report")
+    return run_document(load_run(path)), path
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_report(doc: Document, out: Path, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
+    """Write ``doc`` as ``report.html`` and/or ``report.md`` (figures in ``figures/`` beside it).
+
+    ``out`` is a folder; or a file name ending in ``.html``/``.md``, whose stem then names both
+    files (figures go to ``<stem>-figures/``). Stale PNGs in the figures folder are removed.
+    """
+    fmts = _check_formats(formats)
+    out = Path(out)
+    if out.suffix.lower() in _FILE_SUFFIXES:
+        folder, stem, fig_dir_name = out.parent, out.stem, f"{out.stem}-figures"
+    else:
+        folder, stem, fig_dir_name = out, "report", "figures"
+    if folder.exists() and not folder.is_dir():
+        raise ReportError(f"cannot write the report into {folder}: it is a file; pass a folder with --out")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    footer = f"Written by miaudit report on {stamp} from stored results; nothing was retrained or recomputed."
+    written: dict[str, Path] = {}
+    if "html" in fmts:
+        written["html"] = _atomic_write(folder / f"{stem}.html", render_html(doc, footer=footer))
+    if "md" in fmts:
+        fig_dir = folder / fig_dir_name
+        names = set()
+        for fig in doc.figures():
+            save_png(fig.png, fig_dir / f"{fig.name}.png")
+            names.add(f"{fig.name}.png")
+        if fig_dir.is_dir():
+            for stale in fig_dir.glob("*.png"):
+                if stale.name not in names:
+                    stale.unlink()
+        md = render_markdown(doc, figures_dir=fig_dir_name, footer=footer)
+        written["md"] = _atomic_write(folder / f"{stem}.md", md)
+    for kind, path in written.items():
+        logger.info("wrote the %s report to %s", kind, path)
+    return written
+
+
+def build_report(
+    run_dir: Path | str, *, formats: Sequence[str] = FORMATS, out: Path | str | None = None
+) -> dict[str, Path]:
+    """Build the report of stored results and return ``{"html": path, "md": path}`` (those requested).
+
+    Parameters
+    ----------
+    run_dir : path
+        A ``miaudit reproduce`` run directory (with an optional ``compare.json``), or a JSON file
+        from ``miaudit attack --json`` or ``miaudit compare --json``.
+    formats : sequence of {"html", "md", "both"}, default=("html", "md")
+        ``html``: one self-contained file, figures embedded. ``md``: Markdown with PNGs beside it.
+    out : path, optional
+        Output folder (default: the run directory; ``<stem>-report/`` beside a JSON file), or a
+        file name ending in ``.html``/``.md``.
+
+    Raises
+    ------
+    ReportError
+        The input is missing, partial or malformed; the message names what and the fix.
+    ConfigError
+        An unknown format.
+    """
+    fmts = _check_formats(formats)
+    doc, default_out = build_document(run_dir)
+    return write_report(doc, Path(out) if out is not None else default_out, fmts)

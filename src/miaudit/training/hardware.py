@@ -1,0 +1,175 @@
+"""What this CPU can do: native bf16 matrix units, available memory, measured matmul peak.
+
+The batched engine asks :func:`resolve_precision` whether ``precision="auto"`` means bf16 or f32:
+bf16 only where the CPU has native bf16 matrix instructions (Intel AMX-BF16 or AVX512-BF16, or the
+Arm BF16 extension), detected from the CPU flags the kernel reports and confirmed with PyTorch's
+oneDNN backend; never guessed from the model name. Elsewhere bf16 still runs (slowly, emulated),
+but ``auto`` picks f32.
+
+>>> resolve_precision("f32")
+'f32'
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import platform
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from miaudit.errors import ConfigError
+
+__all__ = [
+    "BF16_FLAGS",
+    "available_memory_bytes",
+    "cpu_flags",
+    "matmul_peak_gflops",
+    "native_bf16",
+    "resolve_precision",
+]
+
+logger = logging.getLogger(__name__)
+
+#: CPU flags (as in /proc/cpuinfo) that mean native bf16 matrix arithmetic.
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16", "bf16"})
+
+_CPUINFO = Path("/proc/cpuinfo")
+_MEMINFO = Path("/proc/meminfo")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags reported by the kernel (empty where /proc/cpuinfo is absent).
+
+    Reads the ``flags`` line (x86) or ``Features`` line (Arm) of the first processor.
+    """
+    try:
+        text = _CPUINFO.read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    return parse_cpu_flags(text)
+
+
+def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The flags of the first processor in the text of /proc/cpuinfo.
+
+    >>> sorted(parse_cpu_flags("processor : 0\\nflags : fpu avx512_bf16 amx_bf16\\n"))
+    ['amx_bf16', 'avx512_bf16', 'fpu']
+    """
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in ("flags", "features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AMX-BF16, AVX512-BF16 or Arm BF16).
+
+    Requires both the CPU flag and a PyTorch build whose oneDNN backend can use it.
+    """
+    flags = cpu_flags() & BF16_FLAGS
+    if not flags:
+        logger.debug("no native bf16 flag on this %s CPU", platform.machine())
+        return False
+    try:
+        supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # older or stripped builds
+        supported = torch.backends.mkldnn.is_available()
+    logger.debug("CPU bf16 flags %s; oneDNN bf16 supported: %s", sorted(flags), supported)
+    return supported
+
+
+def resolve_precision(precision: str) -> str:
+    """Map a :class:`~miaudit.training.specs.TrainSpec` precision to the arithmetic actually used.
+
+    Parameters
+    ----------
+    precision : {"auto", "f32", "bf16"}
+
+    Returns
+    -------
+    {"f32", "bf16"}
+        ``auto`` becomes ``bf16`` where :func:`native_bf16` is true and ``f32`` elsewhere.
+    """
+    if precision == "auto":
+        return "bf16" if native_bf16() else "f32"
+    if precision in ("f32", "bf16"):
+        return precision
+    raise ConfigError(f"precision must be one of 'auto', 'f32', 'bf16'; got {precision!r}")
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes, or None where it cannot be read."""
+    try:
+        for line in _MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def matmul_peak_gflops(
+    dtype: torch.dtype = torch.float32, *, size: int = 2048, seconds: float = 1.0, workers: int | None = None
+) -> float:
+    """Measured matrix-multiply throughput of this machine in GFLOP/s (best seen).
+
+    Two ways are timed, each for about ``seconds / 2``, and the better one is returned: one
+    ``size x size`` product at a time with torch's intra-op threads, and ``workers`` products at
+    once on as many Python threads with one torch thread each (how the batched engine runs; it
+    is also the way that keeps its speed when other processes share the cores). ``2 * size**3``
+    FLOP are counted per product.
+
+    Parameters
+    ----------
+    dtype : torch.dtype
+        ``torch.float32`` or ``torch.bfloat16``.
+    size : int
+        Matrix side.
+    seconds : float
+        Measuring time; the machine is shared, so longer gives a steadier best.
+    workers : int, optional
+        Concurrent single-threaded products; default ``torch.get_num_threads()``.
+    """
+    if size < 1 or seconds <= 0:
+        raise ValueError(f"size must be >= 1 and seconds > 0; got size={size}, seconds={seconds}")
+    workers = workers or torch.get_num_threads()
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(size, size, generator=gen).to(dtype)
+    b = torch.rand(size, size, generator=gen).to(dtype)
+    flop = 2.0 * size**3
+
+    def best_rate(run: Callable[[], object], n_products: int, budget: float) -> float:
+        run()  # warm up (oneDNN primitive creation)
+        best = 0.0
+        deadline = time.perf_counter() + budget
+        while time.perf_counter() < deadline or best == 0.0:
+            t0 = time.perf_counter()
+            run()
+            best = max(best, n_products * flop / (time.perf_counter() - t0) / 1e9)
+        return best
+
+    out = torch.empty(size, size, dtype=dtype)
+    together = best_rate(lambda: torch.mm(a, b, out=out), 1, seconds / 2)
+    if workers == 1:
+        return together
+    outs = [torch.empty(size, size, dtype=dtype) for _ in range(workers)]
+
+    def one(i: int) -> None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            torch.mm(a, b, out=outs[i])
+        finally:
+            torch.set_num_threads(threads)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        apart = best_rate(lambda: list(pool.map(one, range(workers))), workers, seconds / 2)
+    return max(together, apart)

@@ -1,0 +1,136 @@
+"""LiRA online and offline on a memorising target, and their bookkeeping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from miaudit.attacks import (
+    AttackerKnowledge,
+    LiRAAttack,
+    LiRAOfflineAttack,
+    create_attack,
+    train_offline_references,
+)
+from miaudit.data import load_dataset, make_split
+from miaudit.errors import ConfigError, DataError, NotFittedError
+from miaudit.metrics import auc, tpr_at_fpr
+from miaudit.targets import LocalTarget
+from miaudit.training.specs import ModelSpec, TrainSpec
+from miaudit.training.trainer import train_models
+
+IS_MEMBER = np.r_[np.ones(300, bool), np.zeros(300, bool)]
+
+
+@pytest.fixture(scope="module")
+def memorising(fmnist_available):
+    """A target that memorises 300 Fashion-MNIST images (80 epochs), and the attacker's knowledge."""
+    if not fmnist_available:
+        pytest.skip("Fashion-MNIST is not installed (run scripts/setup.sh)")
+    ds = load_dataset("fashion-mnist")
+    split = make_split(
+        ds.y, target_size=300, target_test_size=900, n_shadows=0, shadow_train_size=0, shadow_test_size=0, seed=11
+    )
+    spec = ModelSpec.from_arch("simple", n_features=784, n_classes=10)
+    train = TrainSpec(epochs=80)
+    (target,) = train_models(ds.X, ds.y, [split.target_in], seeds=[5], model=spec, train=train)
+    knowledge = AttackerKnowledge(
+        X=ds.X[split.population], y=ds.y[split.population], n_classes=10, model=spec, train=train
+    )
+    return ds, split, target, knowledge
+
+
+def _score(ds, members, nonmembers, target, attack) -> tuple[np.ndarray, LocalTarget]:
+    idx = np.concatenate([members, nonmembers])
+    box = LocalTarget(target)
+    return attack.score(box, ds.X[idx], ds.y[idx]), box
+
+
+@pytest.mark.slow
+def test_online_lira_on_a_memorising_target(memorising) -> None:
+    ds, split, target, knowledge = memorising
+    attack = LiRAAttack(n_refs=8, ref_train_size=300, seed=3).fit(knowledge)
+    assert attack.fix_variance_ and attack.threshold_ == 0.0
+    scores, box = _score(ds, split.target_in, split.target_out[:300], target, attack)
+    # Shokri with 3 shadows reaches AUC ~0.69 here; LiRA ~0.85, and a TPR far above 1% at 1% FPR
+    assert auc(IS_MEMBER, scores) > 0.72
+    assert tpr_at_fpr(IS_MEMBER, scores, 0.01) > 0.05
+    assert box.n_queries == 600 == attack.n_queries_  # each scored record queried once
+    assert attack.n_models_trained_ == 8
+    null, _ = _score(ds, split.target_out[300:600], split.target_out[600:900], target, attack)
+    assert abs(auc(IS_MEMBER, null) - 0.5) < 0.1
+
+
+@pytest.fixture(scope="module")
+def offline(memorising):
+    *_, knowledge = memorising
+    return LiRAOfflineAttack(n_refs=4, ref_train_size=300, seed=3).fit(knowledge)
+
+
+@pytest.mark.slow
+def test_offline_lira_on_a_memorising_target(memorising, offline) -> None:
+    ds, split, target, _ = memorising
+    assert offline.fix_variance_ and offline.global_std_ > 0 and len(offline.models_) == 4
+    assert offline.tuning_auc_ > 0.6  # the pseudo-target is attacked as well as the real one
+    scores, box = _score(ds, split.target_in, split.target_out[:300], target, offline)
+    assert auc(IS_MEMBER, scores) > 0.62
+    assert box.n_queries == 600
+    # the threshold from the pseudo-target gives sensible decisions on the real target
+    decided = scores >= offline.threshold_
+    assert np.mean(decided == IS_MEMBER) > 0.55
+    null, _ = _score(ds, split.target_out[300:600], split.target_out[600:900], target, offline)
+    assert abs(auc(IS_MEMBER, null) - 0.5) < 0.1
+
+
+def _digits_knowledge(digits, n: int = 1200) -> AttackerKnowledge:
+    X, y = digits
+    spec = ModelSpec(n_features=64, n_classes=10, hidden=(32,))
+    return AttackerKnowledge(X=X[:n], y=y[:n], n_classes=10, model=spec, train=TrainSpec(epochs=10))
+
+
+def test_offline_references_are_disjoint_halves(digits) -> None:
+    kn = _digits_knowledge(digits)
+    refs = train_offline_references(kn, n_refs=4, ref_train_size=100, tune_size=50, extra_size=30, seed=0)
+    sets = [refs.tune_in, refs.tune_out, refs.extra, refs.pool]
+    assert [len(s) for s in sets] == [50, 50, 30, 200]
+    together = np.concatenate(sets)
+    assert len(np.unique(together)) == len(together)
+    assert refs.keep.shape == (4, 200) and np.all(refs.keep.sum(axis=0) == 2)  # each record IN for half
+    assert len(refs.models) == 4
+    with pytest.raises(DataError, match=r"2 x 500 calibration records \+ 2 x 500 .* only 1200"):
+        train_offline_references(kn, n_refs=2, ref_train_size=500, tune_size=500, seed=0, what="x")
+
+
+def test_seeded_reproducibility(digits) -> None:
+    X, y = digits
+    kn = _digits_knowledge(digits)
+    (m,) = train_models(X, y, [np.arange(1200, 1400)], seeds=[0], model=kn.model, train=kn.train)
+    records, labels = X[1200:1500], y[1200:1500]
+    for cls in (LiRAAttack, LiRAOfflineAttack):
+        a = cls(n_refs=4, ref_train_size=100, seed=1).fit(kn).score(LocalTarget(m), records, labels)
+        b = cls(n_refs=4, ref_train_size=100, seed=1).fit(kn).score(LocalTarget(m), records, labels)
+        c = cls(n_refs=4, ref_train_size=100, seed=2).fit(kn).score(LocalTarget(m), records, labels)
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+
+
+def test_variance_option_and_errors(digits) -> None:
+    X, y = digits
+    kn = _digits_knowledge(digits, 600)
+    assert LiRAAttack(n_refs=64).fit(kn).fix_variance_ is False  # 64 models: per-record variances
+    assert LiRAAttack(n_refs=8, fix_variance=False).fit(kn).fix_variance_ is False
+    with pytest.raises(ConfigError, match="lira needs n_refs >= 4; got 2"):
+        create_attack("lira", n_refs=2).fit(kn)
+    with pytest.raises(ConfigError, match="lira-offline needs n_refs >= 2; got 1"):
+        create_attack("lira-offline", n_refs=1).fit(kn)
+    with pytest.raises(ConfigError, match="n_refs must be an integer >= 1; got 'x'"):
+        LiRAAttack(n_refs="x").fit(kn)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="fix_variance must be True, False or None"):
+        LiRAAttack(fix_variance=1).fit(kn)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="offline LiRA needs .* only 600"):
+        LiRAOfflineAttack(ref_train_size=3000).fit(kn)
+    with pytest.raises(ConfigError, match="bad parameters for attack 'lira'"):
+        create_attack("lira", n_shadows=3)
+    (m,) = train_models(X, y, [np.arange(50)], seeds=[0], model=kn.model, train=kn.train)
+    with pytest.raises(NotFittedError, match="LiRAOfflineAttack is not fitted yet"):
+        LiRAOfflineAttack().score(LocalTarget(m), X[:3], y[:3])
