@@ -10,7 +10,7 @@ setup:
 	@VENV=$(VENV) bash scripts/setup.sh
 
 demo: setup
-	$(BIN)/miaudit attack
+	$(BIN)/miaudit reproduce
 
 test: setup
 	$(BIN)/python -m pytest -q
