@@ -97,13 +97,13 @@ def _fmt(v: Any) -> str:
 def attack_table(result: dict[str, Any]) -> Table:
     """The results table of one attack run."""
     cfg, m, tgt = result["config"], result["metrics"], result["target"]
-    params = {k: v for k, v in result.get("attack", {}).items() if k not in ("name", "seed")}
-    described = ", ".join(f"{k}={v}" for k, v in params.items())
-    title = f"{cfg['attack']} attack ({described}) on {cfg['dataset']} {cfg['arch']} target, seed {cfg['seed']}"
+    params = {k: v for k, v in result.get("attack", {}).items() if k not in ("name", "seed") and v is not None}
+    title = f"{cfg['attack']} attack on a {cfg['dataset']} {cfg['arch']} target, seed {cfg['seed']}"
     t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("measure")
     t.add_column("value", justify="right")
-    rows = [
+    rows: list[tuple[str, Any]] = [(f"attack: {k.replace('_', ' ')}", v) for k, v in params.items()]
+    rows += [
         ("target train accuracy", tgt["train_accuracy"]),
         ("target test accuracy", tgt["test_accuracy"]),
         ("attack accuracy", m["accuracy"]),

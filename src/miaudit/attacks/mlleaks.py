@@ -20,9 +20,8 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from miaudit.attacks.base import Attack, AttackerKnowledge, ProgressCallback
 from miaudit.attacks.registry import register_attack
-from miaudit.attacks.shadow import ShadowData, train_shadows
+from miaudit.attacks.shadow import ShadowData, ShadowTrainedAttack
 from miaudit.errors import ConfigError, DataError
 from miaudit.seeding import check_seed, derive_seed, make_rng
 from miaudit.targets.base import Target
@@ -96,7 +95,7 @@ def _mlp_log_odds(model: Any, F: np.ndarray) -> np.ndarray:
 
 
 @register_attack("ml-leaks")
-class MLLeaksAttack(Attack):
+class MLLeaksAttack(ShadowTrainedAttack):
     """Salem et al.'s ML-Leaks adversary 1.
 
     Parameters
@@ -154,24 +153,8 @@ class MLLeaksAttack(Attack):
                 raise ConfigError(f"{name} must be a positive integer; got {value!r}")
         check_seed(self.seed)
 
-    def fit(self, knowledge: AttackerKnowledge, *, progress: ProgressCallback | None = None) -> Self:
-        """Train the shadow model on the attacker's population, then the attack network."""
-        self._validate()
-        data = train_shadows(
-            knowledge,
-            n_shadows=self.n_shadows,
-            train_size=self.shadow_train_size,
-            test_size=self.shadow_test_size,
-            seed=self.seed,
-            progress=progress,
-        )
-        return self.fit_shadow_data(data)
-
-    def fit_shadow_data(self, data: ShadowData) -> Self:
+    def _fit_shadow_data(self, data: ShadowData) -> Self:
         """Fit the attack network on shadow outputs already computed."""
-        self._validate()
-        if data.is_member.all() or not data.is_member.any():
-            raise DataError("shadow data must contain both members and non-members")
         k = min(self.top_k, data.probs.shape[1])
         F = top_k_probabilities(data.probs, k)
         target = np.asarray(data.is_member, dtype=int)

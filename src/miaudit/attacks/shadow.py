@@ -13,6 +13,7 @@ attacks on the first 2, 3, ..., 9 of them.
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -32,7 +33,7 @@ from miaudit.seeding import check_seed, derive_seed, make_rng
 from miaudit.targets.base import Target
 from miaudit.training.trainer import train_models
 
-__all__ = ["ShadowData", "ShadowModelAttack", "draw_shadow_sets", "train_shadows"]
+__all__ = ["ShadowData", "ShadowModelAttack", "ShadowTrainedAttack", "draw_shadow_sets", "train_shadows"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +144,50 @@ def train_shadows(
     return ShadowData(np.concatenate(probs), np.concatenate(labels), np.concatenate(member), np.concatenate(sid))
 
 
+class ShadowTrainedAttack(Attack):
+    """An attack learned from shadow models' outputs.
+
+    ``fit`` trains ``n_shadows`` shadow models on the attacker's population (each on
+    ``shadow_train_size`` records, with ``shadow_test_size`` held out) and hands their in/out
+    outputs to :meth:`fit_shadow_data`, which experiments may also call directly with shadow outputs
+    already computed (nine shadows trained once serve every shadow count). Subclasses implement
+    :meth:`_fit_shadow_data` and :meth:`_validate`.
+    """
+
+    n_shadows: int
+    shadow_train_size: int
+    shadow_test_size: int
+    seed: int
+
+    def _validate(self) -> None:
+        check_seed(self.seed)
+
+    def fit(self, knowledge: AttackerKnowledge, *, progress: ProgressCallback | None = None) -> Self:
+        """Train the shadow models on the attacker's population, then learn from their outputs."""
+        self._validate()
+        data = train_shadows(
+            knowledge,
+            n_shadows=self.n_shadows,
+            train_size=self.shadow_train_size,
+            test_size=self.shadow_test_size,
+            seed=self.seed,
+            progress=progress,
+        )
+        return self.fit_shadow_data(data)
+
+    def fit_shadow_data(self, data: ShadowData) -> Self:
+        """Learn from shadow outputs already computed (no shadow training)."""
+        self._validate()
+        if data.is_member.all() or not data.is_member.any():
+            raise DataError("shadow data must contain both members and non-members")
+        return self._fit_shadow_data(data)
+
+    @abstractmethod
+    def _fit_shadow_data(self, data: ShadowData) -> Self: ...
+
+
 @register_attack("shokri")
-class ShadowModelAttack(Attack):
+class ShadowModelAttack(ShadowTrainedAttack):
     """Shokri et al.'s shadow-model attack.
 
     Parameters
@@ -206,24 +249,8 @@ class ShadowModelAttack(Attack):
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 10):
             raise ConfigError(f"max_train_samples must be None or an integer >= 10; got {cap!r}")
 
-    def fit(self, knowledge: AttackerKnowledge, *, progress: ProgressCallback | None = None) -> Self:
-        """Train the shadow models on the attacker's data, then fit the attack classifier(s)."""
-        self._validate()
-        data = train_shadows(
-            knowledge,
-            n_shadows=self.n_shadows,
-            train_size=self.shadow_train_size,
-            test_size=self.shadow_test_size,
-            seed=self.seed,
-            progress=progress,
-        )
-        return self.fit_shadow_data(data)
-
-    def fit_shadow_data(self, data: ShadowData) -> Self:
+    def _fit_shadow_data(self, data: ShadowData) -> Self:
         """Fit the attack classifier(s) on shadow outputs already computed."""
-        self._validate()
-        if data.is_member.all() or not data.is_member.any():
-            raise DataError("shadow data must contain both members and non-members")
         F = attack_features(data.probs, data.labels, features=self.features)
         target = data.is_member.astype(int)
         seed = derive_seed(self.seed, "attack-model") % 2**32  # scikit-learn takes 32-bit seeds

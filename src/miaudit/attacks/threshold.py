@@ -21,9 +21,8 @@ from typing import ClassVar, Self
 
 import numpy as np
 
-from miaudit.attacks.base import Attack, AttackerKnowledge, ProgressCallback
 from miaudit.attacks.registry import register_attack
-from miaudit.attacks.shadow import ShadowData, train_shadows
+from miaudit.attacks.shadow import ShadowData, ShadowTrainedAttack
 from miaudit.attacks.signals import (
     balanced_threshold,
     cross_entropy,
@@ -88,7 +87,7 @@ def membership_signal(name: str, P: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(MEMBERSHIP_SIGNALS[name](P, y), dtype=np.float64)
 
 
-class ThresholdAttack(Attack):
+class ThresholdAttack(ShadowTrainedAttack):
     """A threshold on one per-record signal, calibrated on shadow models (base of the four attacks).
 
     Parameters
@@ -143,24 +142,8 @@ class ThresholdAttack(Attack):
             raise ConfigError(f"per_class must be True, False or None; got {self.per_class!r}")
         check_seed(self.seed)
 
-    def fit(self, knowledge: AttackerKnowledge, *, progress: ProgressCallback | None = None) -> Self:
-        """Train shadow models on the attacker's population, then calibrate the thresholds on them."""
-        self._validate()
-        data = train_shadows(
-            knowledge,
-            n_shadows=self.n_shadows,
-            train_size=self.shadow_train_size,
-            test_size=self.shadow_test_size,
-            seed=self.seed,
-            progress=progress,
-        )
-        return self.fit_shadow_data(data)
-
-    def fit_shadow_data(self, data: ShadowData) -> Self:
+    def _fit_shadow_data(self, data: ShadowData) -> Self:
         """Calibrate the thresholds on shadow outputs already computed (no shadow training)."""
-        self._validate()
-        if data.is_member.all() or not data.is_member.any():
-            raise DataError("shadow data must contain both members and non-members")
         per_class = self.default_per_class if self.per_class is None else self.per_class
         n_classes = data.probs.shape[1]
         s = membership_signal(self.signal, data.probs, data.labels)

@@ -21,12 +21,11 @@ import time
 from typing import Any
 
 from miaudit.attacks.base import Attack, AttackerKnowledge
-from miaudit.attacks.shadow import ShadowData, train_shadows
+from miaudit.attacks.shadow import ShadowData, ShadowTrainedAttack, train_shadows
 from miaudit.metrics import mean_ci
 from miaudit.seeding import derive_seed
 from miaudit.studies.config import CompareConfig
 from miaudit.studies.pipeline import (
-    ShadowDataAttack,
     StageProgress,
     build_attack,
     evaluate_attack,
@@ -77,7 +76,7 @@ def share_shadows(
     """
     groups: dict[tuple[int, int, int], dict[str, int]] = {}
     for name, attack in attacks.items():
-        if isinstance(attack, ShadowDataAttack):
+        if isinstance(attack, ShadowTrainedAttack):
             key = (attack.shadow_train_size, attack.shadow_test_size, attack.seed)
             groups.setdefault(key, {})[name] = attack.n_shadows
     out: dict[str, tuple[ShadowData, float]] = {}

@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from miaudit.attacks.base import Attack, AttackerKnowledge
 from miaudit.attacks.registry import create_attack
-from miaudit.attacks.shadow import ShadowData
+from miaudit.attacks.shadow import ShadowData, ShadowTrainedAttack
 from miaudit.data import Dataset, load_dataset, make_split
 from miaudit.metrics import membership_metrics
 from miaudit.seeding import derive_seed
@@ -41,7 +41,6 @@ __all__ = [
     "ATTACK_PARAMS",
     "FPR_LEVELS",
     "PreparedTarget",
-    "ShadowDataAttack",
     "StageProgress",
     "attack_params",
     "build_attack",
@@ -156,18 +155,6 @@ def attack_params(name: str, config: RunOptions, *, seed: int) -> dict[str, Any]
 def build_attack(name: str, config: RunOptions, *, seed: int) -> Attack:
     """``create_attack(name, **attack_params(name, config, seed=seed))``."""
     return create_attack(name, **attack_params(name, config, seed=seed))
-
-
-@runtime_checkable
-class ShadowDataAttack(Protocol):
-    """An attack that can be fitted on shadow outputs trained elsewhere (shokri, thresholds, ML-Leaks)."""
-
-    n_shadows: int
-    shadow_train_size: int
-    shadow_test_size: int
-    seed: int
-
-    def fit_shadow_data(self, data: ShadowData) -> Any: ...
 
 
 # ----------------------------------------------------------------------------------- the target
@@ -309,7 +296,7 @@ def evaluate_attack(
     label = getattr(attack, "progress_label", "train shadows")
     with timer.stage("fit_attack"):
         if shadow_data is not None:
-            if not isinstance(attack, ShadowDataAttack):
+            if not isinstance(attack, ShadowTrainedAttack):
                 raise TypeError(f"the {attack.name} attack cannot be fitted on shadow data")
             attack.fit_shadow_data(shadow_data)
         else:
