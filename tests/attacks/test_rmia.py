@@ -7,7 +7,6 @@ import pytest
 
 from miaudit.attacks import AttackerKnowledge, RMIAAttack, create_attack
 from miaudit.attacks.rmia import A_GRID
-from miaudit.data import load_dataset, make_split
 from miaudit.errors import ConfigError, DataError, NotFittedError
 from miaudit.metrics import auc
 from miaudit.targets import LocalTarget
@@ -18,20 +17,9 @@ IS_MEMBER = np.r_[np.ones(300, bool), np.zeros(300, bool)]
 
 
 @pytest.fixture(scope="module")
-def memorising(fmnist_available):
+def memorising(memorising_target):
     """A target that memorises 300 Fashion-MNIST images (80 epochs), and the attacker's knowledge."""
-    if not fmnist_available:
-        pytest.skip("Fashion-MNIST is not installed (run scripts/setup.sh)")
-    ds = load_dataset("fashion-mnist")
-    split = make_split(
-        ds.y, target_size=300, target_test_size=900, n_shadows=0, shadow_train_size=0, shadow_test_size=0, seed=11
-    )
-    spec = ModelSpec.from_arch("simple", n_features=784, n_classes=10)
-    train = TrainSpec(epochs=80)
-    (target,) = train_models(ds.X, ds.y, [split.target_in], seeds=[5], model=spec, train=train)
-    knowledge = AttackerKnowledge(
-        X=ds.X[split.population], y=ds.y[split.population], n_classes=10, model=spec, train=train
-    )
+    ds, split, target, knowledge = memorising_target
     return ds, split, target, knowledge
 
 

@@ -7,15 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from miaudit.attacks import AttackerKnowledge, ShadowModelAttack
-from miaudit.data import load_dataset, make_split
+from miaudit.attacks import ShadowModelAttack
 from miaudit.errors import DataError
 from miaudit.metrics import auc
 from miaudit.studies.config import AttackConfig
 from miaudit.studies.pipeline import run_attack
 from miaudit.targets import LocalTarget
-from miaudit.training.specs import ModelSpec, TrainSpec
-from miaudit.training.trainer import train_models
 
 SMALL_DIGITS = dict(
     dataset="digits", target_size=200, shadow_train_size=200, shadow_test_size=150, shadows=2, epochs=40
@@ -55,26 +52,9 @@ def test_pool_too_small_is_a_clear_error() -> None:
 
 
 @pytest.fixture(scope="module")
-def memorising_setup(fmnist_available):
-    """A target that memorises 300 Fashion-MNIST images (80 epochs), and a fitted attack."""
-    if not fmnist_available:
-        pytest.skip("Fashion-MNIST is not installed (run scripts/setup.sh)")
-    ds = load_dataset("fashion-mnist")
-    split = make_split(
-        ds.y,
-        target_size=300,
-        target_test_size=900,
-        n_shadows=3,
-        shadow_train_size=300,
-        shadow_test_size=300,
-        seed=11,
-    )
-    spec = ModelSpec.from_arch("simple", n_features=784, n_classes=10)
-    train = TrainSpec(epochs=80)
-    (target,) = train_models(ds.X, ds.y, [split.target_in], seeds=[5], model=spec, train=train)
-    knowledge = AttackerKnowledge(
-        X=ds.X[split.population], y=ds.y[split.population], n_classes=10, model=spec, train=train
-    )
+def memorising_setup(memorising_target):
+    """The shared memorising target (300 images, 80 epochs) and a Shokri attack fitted with 3 shadows."""
+    ds, split, target, knowledge = memorising_target
     attack = ShadowModelAttack(n_shadows=3, shadow_train_size=300, shadow_test_size=300, seed=3).fit(knowledge)
     return ds, split, target, attack
 
