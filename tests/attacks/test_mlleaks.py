@@ -94,7 +94,7 @@ def test_fit_on_digits_and_errors(digits) -> None:
         MLLeaksAttack().score(target, X[:2], y[:2])
     with pytest.raises(ConfigError, match="top_k must be a positive integer; got 0"):
         MLLeaksAttack(top_k=0).fit_shadow_data(_shadow_data(50, 0))
-    with pytest.raises(DataError, match="outputs 3 classes but the shadow model had 10"):
+    with pytest.raises(DataError, match="outputs 3 classes but the shadow models had 10"):
         attack.scores_from_probs(np.full((2, 3), 1 / 3), np.zeros(2, int))
     with pytest.raises(DataError, match="both members and non-members"):
         d = _shadow_data(50, 0)

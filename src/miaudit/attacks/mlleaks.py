@@ -24,7 +24,6 @@ from miaudit.attacks.registry import register_attack
 from miaudit.attacks.shadow import ShadowData, ShadowTrainedAttack
 from miaudit.errors import ConfigError, DataError
 from miaudit.seeding import check_seed, derive_seed, make_rng
-from miaudit.targets.base import Target
 
 __all__ = ["MLLeaksAttack", "balanced_indices", "top_k_probabilities"]
 
@@ -181,18 +180,6 @@ class MLLeaksAttack(ShadowTrainedAttack):
         self.fitted_ = True
         return self
 
-    def scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Log-odds of "member" from probability vectors: ndarray of shape (n_samples,)."""
-        self._check_fitted()
-        P = np.asarray(P, dtype=np.float64)
-        if P.ndim != 2 or P.shape[1] != self.n_classes_:
-            raise DataError(
-                f"the target outputs {P.shape[-1]} classes but the shadow model had {self.n_classes_}; "
-                "train the shadow with the target's number of classes"
-            )
+    def _scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Log-odds of "member" from the top-k probabilities."""
         return _mlp_log_odds(self.attack_model_, top_k_probabilities(P, self.top_k_))
-
-    def _score(self, target: Target, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        P = target.predict_proba(X)
-        self.n_queries_ += len(X)
-        return self.scores_from_probs(P, y)

@@ -158,6 +158,7 @@ class ShadowTrainedAttack(Attack):
     shadow_train_size: int
     shadow_test_size: int
     seed: int
+    n_classes_: int
 
     def _validate(self) -> None:
         check_seed(self.seed)
@@ -184,6 +185,35 @@ class ShadowTrainedAttack(Attack):
 
     @abstractmethod
     def _fit_shadow_data(self, data: ShadowData) -> Self: ...
+
+    def scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Membership scores from probability vectors already obtained from the target.
+
+        Parameters
+        ----------
+        P : ndarray of shape (n_samples, n_classes)
+        y : ndarray of shape (n_samples,)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        self._check_fitted()
+        P = np.asarray(P, dtype=np.float64)
+        if P.ndim != 2 or P.shape[1] != self.n_classes_:
+            raise DataError(
+                f"the target outputs {P.shape[-1]} classes but the shadow models had {self.n_classes_}; "
+                "train the shadows with the target's number of classes"
+            )
+        return self._scores_from_probs(P, np.asarray(y))
+
+    @abstractmethod
+    def _scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray: ...
+
+    def _score(self, target: Target, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        P = target.predict_proba(X)
+        self.n_queries_ = getattr(self, "n_queries_", 0) + len(X)
+        return self.scores_from_probs(P, y)
 
 
 @register_attack("shokri")
@@ -287,14 +317,7 @@ class ShadowModelAttack(ShadowTrainedAttack):
             keep.append(rng.choice(these, size=min(n, len(these)), replace=False))
         return np.sort(np.concatenate(keep))
 
-    def scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Membership scores from probability vectors already obtained from the target."""
-        self._check_fitted()
-        if P.shape[1] != self.n_classes_:
-            raise DataError(
-                f"the target outputs {P.shape[1]} classes but the shadow models had {self.n_classes_}; "
-                "train the shadows with the target's number of classes"
-            )
+    def _scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
         F = attack_features(P, y, features=self.features)
         s = classifier_scores(self.attack_models_[None], F)
         if self.per_class:
@@ -305,6 +328,3 @@ class ShadowModelAttack(ShadowTrainedAttack):
                 if rows.any():
                     s[rows] = classifier_scores(m, F[rows])
         return s
-
-    def _score(self, target: Target, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return self.scores_from_probs(target.predict_proba(X), y)

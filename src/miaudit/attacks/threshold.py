@@ -30,9 +30,8 @@ from miaudit.attacks.signals import (
     logit_confidence,
     modified_entropy,
 )
-from miaudit.errors import ConfigError, DataError
+from miaudit.errors import ConfigError
 from miaudit.seeding import check_seed
-from miaudit.targets.base import Target
 
 __all__ = [
     "MEMBERSHIP_SIGNALS",
@@ -172,21 +171,9 @@ class ThresholdAttack(ShadowTrainedAttack):
         self.fitted_ = True
         return self
 
-    def scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Membership scores ``signal(P, y) - thresholds_[y]``: ndarray of shape (n_samples,)."""
-        self._check_fitted()
-        P = np.asarray(P, dtype=np.float64)
-        if P.ndim != 2 or P.shape[1] != self.n_classes_:
-            raise DataError(
-                f"the target outputs {P.shape[-1]} classes but the shadow models had {self.n_classes_}; "
-                "train the shadows with the target's number of classes"
-            )
+    def _scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The signal shifted by the class threshold: ``signal(P, y) - thresholds_[y]``."""
         return membership_signal(self.signal, P, y) - self.thresholds_[y]
-
-    def _score(self, target: Target, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        P = target.predict_proba(X)
-        self.n_queries_ += len(X)
-        return self.scores_from_probs(P, y)
 
 
 @register_attack("loss")
