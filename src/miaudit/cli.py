@@ -199,11 +199,12 @@ AttackModel = Literal["lr", "tree", "linear-svm", "rbf-svm"]
 FeatureSet = Literal["raw", "sorted", "log-sorted", "true-label", "rich"]
 
 
-def _run_options(**values: Any) -> dict[str, Any]:
-    """The raw config fields of the shared options (paths as strings)."""
-    if values.get("data_dir") is not None:
-        values["data_dir"] = str(values["data_dir"])
-    return values
+def _run_options(values: dict[str, Any], config_cls: Any, **renamed: Any) -> dict[str, Any]:
+    """The raw config fields among a command's arguments (``values``, its locals), paths as strings."""
+    raw = {k: v for k, v in {**values, **renamed}.items() if k in config_cls.model_fields}
+    if raw.get("data_dir") is not None:
+        raw["data_dir"] = str(raw["data_dir"])
+    return raw
 
 
 @app.command()
@@ -235,27 +236,7 @@ def attack(
     from miaudit.studies.pipeline import run_attack
 
     _setup_logging(verbose)
-    raw = _run_options(
-        attack=attack_name,
-        dataset=dataset,
-        data_dir=data_dir,
-        classes=classes,
-        target_size=target_size,
-        shadow_train_size=shadow_train_size,
-        shadow_test_size=shadow_test_size,
-        shadows=shadows,
-        arch=arch,
-        shadow_arch=shadow_arch,
-        epochs=epochs,
-        attack_model=attack_model,
-        per_class=per_class,
-        features=features,
-        refs=refs,
-        ref_train_size=ref_train_size,
-        engine=engine,
-        precision=precision,
-        seed=seed,
-    )
+    raw = _run_options(locals(), AttackConfig, attack=attack_name)
     try:
         config = parse_config(AttackConfig, raw)
         with ProgressPrinter() as progress:
@@ -300,28 +281,7 @@ def compare(
     from miaudit.studies.config import CompareConfig, parse_config
 
     _setup_logging(verbose)
-    raw = _run_options(
-        attacks=attacks,
-        seeds=seeds,
-        dataset=dataset,
-        data_dir=data_dir,
-        classes=classes,
-        target_size=target_size,
-        shadow_train_size=shadow_train_size,
-        shadow_test_size=shadow_test_size,
-        shadows=shadows,
-        arch=arch,
-        shadow_arch=shadow_arch,
-        epochs=epochs,
-        attack_model=attack_model,
-        per_class=per_class,
-        features=features,
-        refs=refs,
-        ref_train_size=ref_train_size,
-        engine=engine,
-        precision=precision,
-        seed=seed,
-    )
+    raw = _run_options(locals(), CompareConfig)
     try:
         config = parse_config(CompareConfig, raw)
         with ProgressPrinter() as progress:
