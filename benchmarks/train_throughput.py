@@ -19,8 +19,8 @@ its best K over the plain loop.
 from __future__ import annotations
 
 import argparse
-import gzip
 import itertools
+import os
 import statistics
 import sys
 import time
@@ -30,41 +30,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from miaudit.data import load_dataset
 from miaudit.training import batched
 from miaudit.training.batched import predict_proba_stacked, train_batched
 from miaudit.training.executors import InProcessExecutor, single_threaded_torch
 from miaudit.training.hardware import matmul_peak_gflops, native_bf16, resolve_precision
+from miaudit.training.native import NATIVE_ENV, NativeKernels, native_status
 from miaudit.training.networks import MLPParams
 from miaudit.training.specs import ModelSpec, TrainSpec
 from miaudit.training.trainer import train_one
 
-FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def read_idx(path: Path, header: int) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), dtype=np.uint8, offset=header)
-
 
 def load_fashion_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(X_train (60000, 784) float32 in [0, 1], y_train, X_test (10000, 784), y_test)."""
-    try:
-        from miaudit.data import load_dataset  # type: ignore[attr-defined]
-
-        ds = load_dataset("fashion-mnist")
-        return ds.X_train, ds.y_train, ds.X_test, ds.y_test  # type: ignore[attr-defined]
-    except Exception:  # the data layer is optional here: read the official IDX files directly
-        pass
-    x_tr = read_idx(FMNIST_DIR / "train-images-idx3-ubyte.gz", 16).reshape(-1, 784)
-    y_tr = read_idx(FMNIST_DIR / "train-labels-idx1-ubyte.gz", 8)
-    x_te = read_idx(FMNIST_DIR / "t10k-images-idx3-ubyte.gz", 16).reshape(-1, 784)
-    y_te = read_idx(FMNIST_DIR / "t10k-labels-idx1-ubyte.gz", 8)
-    return (
-        (x_tr / 255.0).astype(np.float32),
-        y_tr.astype(np.int64),
-        (x_te / 255.0).astype(np.float32),
-        y_te.astype(np.int64),
-    )
+    ds = load_dataset("fashion-mnist")
+    n_train = 60000  # the official training files come first, then the 10,000 test images
+    # copies: the loader's cached arrays are read-only
+    return ds.X[:n_train].copy(), ds.y[:n_train].copy(), ds.X[n_train:].copy(), ds.y[n_train:].copy()
 
 
 def flops_per_model(spec: ModelSpec, n_train: int, epochs: int) -> float:
@@ -148,6 +130,7 @@ _CATEGORIES = {
     "aten::bmm": "matrix products",
     "aten::baddbmm": "matrix products",
     "aten::_fused_adam_": "Adam update",
+    "miaudit::adam_step": "Adam update",
     "aten::copy_": "bf16/f32 copies",
     "aten::index_select": "minibatch gather",
 }
@@ -157,9 +140,10 @@ def breakdown(X, y, sets, spec, train) -> dict[str, float]:
     """Share of wall time per category for one chunk trained on one thread.
 
     Python and dispatch: the wall time of the same number of steps of a tiny network (8-4-2), whose
-    arithmetic is negligible. The rest is split between operators by their torch.profiler self time.
+    arithmetic is negligible. The rest is split between operators by their torch.profiler self time
+    (the native Adam step is recorded as ``miaudit::adam_step``).
     """
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, record_function
 
     def run(X, y, spec) -> float:
         t0 = time.perf_counter()
@@ -172,8 +156,18 @@ def breakdown(X, y, sets, spec, train) -> dict[str, float]:
     with single_threaded_torch():
         wall = min(run(X, y, spec), run(X, y, spec))
         python = min(run(X[:, :8], y % 2, tiny), run(X[:, :8], y % 2, tiny))
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            run(X, y, spec)
+        plain_step = NativeKernels.adam_step
+
+        def recorded_step(self, *args, **kwargs):
+            with record_function("miaudit::adam_step"):
+                plain_step(self, *args, **kwargs)
+
+        NativeKernels.adam_step = recorded_step  # type: ignore[method-assign]
+        try:
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                run(X, y, spec)
+        finally:
+            NativeKernels.adam_step = plain_step  # type: ignore[method-assign]
     ops: dict[str, float] = {}
     for ev in prof.key_averages():
         cat = _CATEGORIES.get(ev.key, "other operators")
@@ -216,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native_bf16()}; "
-        f"auto precision -> {resolve_precision('auto')}"
+        f"auto precision -> {resolve_precision('auto')}; native kernels: {native_status()}"
     )
     print(
         f"# recipe: MLP 784-128-10, Adam lr 1e-3, batch 64, {epochs} epochs, {n_train} images/model; "
@@ -249,6 +243,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"engine K={K}", prec, s, a))
             engine_rows[(prec, K)] = s
             print(f"# done: engine {prec} K={K} {s:.3f} s/model", file=sys.stderr)
+    # the same engine with PyTorch operations only (no compiled Adam step), auto precision, at the largest K <= 64
+    k_cmp = max(k for k in ks if k <= 64)
+    if native_status().startswith("compiled"):
+        auto_train = TrainSpec(epochs=epochs, batch_size=64, lr=1e-3, precision="auto", engine="batched")
+        os.environ[NATIVE_ENV] = "0"
+        try:
+            s, a = time_engine(X, y, sets[:k_cmp], Xte, yte, spec, auto_train, 1)
+        finally:
+            del os.environ[NATIVE_ENV]
+        rows.append((f"engine K={k_cmp}, PyTorch ops only", resolve_precision("auto"), s, a))
+        print(f"# done: engine without native kernel K={k_cmp} {s:.3f} s/model", file=sys.stderr)
     for n, (times, accs) in loops.items():
         t, a = time_loop(X, y, sets[:n_baseline], Xte, yte, spec, loop_train, n)
         times += t

@@ -4,6 +4,7 @@
 #   - torch 2.13.0 first (the CPU build), then the project and its dev tools, constrained to that torch
 #   - the Fashion-MNIST files from Debian's package dataset-fashion-mnist, where missing
 #   - Debian's chromium (the report's browser test), where /usr/bin/chromium is missing
+#   - gcc (the training engine's compiled Adam step), where no C compiler is found; then builds it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -30,32 +31,32 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   touch "$stamp"
 fi
 
+# apt_install PACKAGE WHY: install a Debian package (as root or with sudo); 1 where it cannot be done
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  command -v apt-get >/dev/null 2>&1 || return 1
+  log "installing Debian package $1 ($2)"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q "$1" >/dev/null 2>&1 || {
+    $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$1" >/dev/null
+  }
+}
+
 FMNIST=/usr/share/datasets/fashion-mnist
 if [ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ] && [ -z "${MIAUDIT_DATA_DIR:-}" ]; then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  if command -v apt-get >/dev/null 2>&1; then
-    log "installing Debian package dataset-fashion-mnist"
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || {
-      $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null
-    }
-  else
+  apt_install dataset-fashion-mnist "the Fashion-MNIST files" ||
     log "no apt-get here: run '$VENV/bin/miaudit data fetch' to download Fashion-MNIST into the cache"
-  fi
 fi
-# Debian's chromium, for the report's browser test (tests/report/test_browser.py; it skips without it)
+# Debian's chromium, for the report's browser test (tests/report/test_browser.py; it fails in CI without it)
 if [ ! -x /usr/bin/chromium ]; then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  if command -v apt-get >/dev/null 2>&1; then
-    log "installing Debian package chromium (headless browser for the report test)"
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get install -y -q chromium >/dev/null 2>&1 || {
-      $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null
-    } || log "could not install chromium: the report's browser test will be skipped"
-  else
-    log "no apt-get here: install Chromium as /usr/bin/chromium to run the report's browser test"
-  fi
+  apt_install chromium "headless browser for the report test" ||
+    log "could not install chromium: install it as /usr/bin/chromium to run the report's browser test"
 fi
+# a C compiler, for the training engine's compiled Adam step (without one it uses PyTorch operations)
+if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
+  apt_install gcc "C compiler for the engine's native kernel" ||
+    log "no C compiler: training uses PyTorch operations only (slower)"
+fi
+log "native kernel: $("$VENV/bin/python" -c 'from miaudit.training.native import native_status; print(native_status())' 2>&1 | tail -1)"
 log "done"

@@ -51,6 +51,7 @@ from miaudit.errors import DataError, TrainingError
 from miaudit.seeding import check_seed, torch_generator
 from miaudit.training.executors import Executor, InProcessExecutor
 from miaudit.training.hardware import available_memory_bytes, resolve_precision
+from miaudit.training.native import load_native
 from miaudit.training.networks import MLPParams, init_params
 from miaudit.training.specs import ModelSpec, TrainSpec
 
@@ -779,8 +780,10 @@ class _Plan:
 
     A step is then a straight sequence of tensor operations (about 17 for one hidden layer) on
     preallocated memory: gather the minibatches, forward, softmax and loss gradient, hand-written
-    backward (no input gradient for layer 1), bf16 gradients to float32, fused Adam over the one
-    flat buffer, float32 weights to their bf16 copies.
+    backward (no input gradient for layer 1), then one Adam update over the flat buffers: the
+    compiled step of :mod:`miaudit.training.native` (bf16 gradients in, bf16 weight copies out, one
+    pass), or where it is unavailable bf16 gradients to float32, ``torch._fused_adam_`` and float32
+    weights to their bf16 copies.
     """
 
     def __init__(self, stack: _Stack, pool: torch.Tensor, batch: int, train: TrainSpec, dropout: float) -> None:
@@ -833,6 +836,14 @@ class _Plan:
             )
         n = stack.n_lowp
         self.lowp = (stack.P[:n], stack.G[:n]) if n else None
+        # the compiled Adam step (miaudit.training.native) where it builds, else PyTorch's fused Adam
+        # with the conversions around it; its calls: the bf16 prefix, then the float32 rest
+        self.native = load_native()
+        self.native_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        if n:
+            self.native_parts.append((stack.P[:n], stack.m[:n], stack.v[:n], stack.Gc, stack.Pc))
+        if n < stack.P.numel():
+            self.native_parts.append((stack.P[n:], stack.m[n:], stack.v[n:], stack.G[n:], None))
 
     def step(self, ix: torch.Tensor, negyw: torch.Tensor, rw: torch.Tensor, masks: Sequence[torch.Tensor]) -> None:
         """One Adam step of every model in the stack, each on its own minibatch.
@@ -890,10 +901,28 @@ class _Plan:
                 torch.sum(dz, dim=1, keepdim=True, out=gb)
                 torch.bmm(dz, w_t, out=da_in)
                 da = da_in
-        if self.lowp is not None:
-            self.lowp[1].copy_(st.Gc)  # bf16 gradients to float32
         st.step += 1
         tr = self.train
+        if self.native is not None:
+            # one pass: gradients in (bf16 or float32), float32 weights and state updated, bf16 copies out
+            t = int(st.step)
+            for p, m, v, g, pc in self.native_parts:
+                self.native.adam_step(
+                    p,
+                    m,
+                    v,
+                    grad=g,
+                    p_bf16=pc,
+                    step=t,
+                    lr=tr.lr,
+                    beta1=0.9,
+                    beta2=0.999,
+                    eps=1e-8,
+                    weight_decay=tr.weight_decay,
+                )
+            return
+        if self.lowp is not None:
+            self.lowp[1].copy_(st.Gc)  # bf16 gradients to float32
         torch._fused_adam_(
             [st.P],
             [st.G],

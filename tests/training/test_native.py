@@ -1,0 +1,174 @@
+"""The compiled Adam step: same arithmetic as torch's fused Adam, exact bf16 rounding, safe build and fallback."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from miaudit.training import native
+from miaudit.training.batched import train_batched
+from miaudit.training.native import NATIVE_ENV, load_native, native_status
+
+pytestmark = pytest.mark.skipif(
+    native._compiler() is None, reason="no C compiler on this machine (the engine falls back to PyTorch operations)"
+)
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """Build into an empty cache directory, forgetting libraries loaded earlier in this process."""
+    monkeypatch.setenv("MIAUDIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(NATIVE_ENV, raising=False)
+    monkeypatch.setattr(native, "_loaded", {})
+    return tmp_path
+
+
+@pytest.fixture
+def kernels():
+    k = load_native()
+    assert k is not None, native_status()
+    return k
+
+
+def _torch_adam(p, m, v, g, step, *, lr, wd):
+    torch._fused_adam_(
+        [p], [g], [m], [v], [], [torch.tensor(float(step))],
+        lr=lr, beta1=0.9, beta2=0.999, weight_decay=wd, eps=1e-8, amsgrad=False, maximize=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("grad_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("wd", [0.0, 5e-4])
+def test_adam_step_matches_torch_fused_adam_over_many_steps(kernels, grad_dtype, wd) -> None:
+    gen = torch.Generator().manual_seed(0)
+    n = 10_007  # not a multiple of any vector width: the scalar tail runs too
+    p0 = torch.randn(n, generator=gen) * 0.05
+    p_ref, m_ref, v_ref = p0.clone(), torch.zeros(n), torch.zeros(n)
+    p, m, v = p0.clone(), torch.zeros(n), torch.zeros(n)
+    pc = torch.empty(n, dtype=torch.bfloat16) if grad_dtype == torch.bfloat16 else None
+    for step in range(1, 51):
+        g = (torch.randn(n, generator=gen) * 10.0 ** -torch.randint(1, 5, (1,), generator=gen).item()).to(grad_dtype)
+        _torch_adam(p_ref, m_ref, v_ref, g.float(), step, lr=1e-3, wd=wd)
+        kernels.adam_step(
+            p, m, v, grad=g, p_bf16=pc, step=step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=wd
+        )
+    # the parameters moved (50 steps of ~1e-3) and agree with torch to float32 rounding
+    assert float((p - p0).abs().mean()) > 3e-3
+    torch.testing.assert_close(p, p_ref, rtol=1e-5, atol=1e-6)  # one step moves p by ~1e-3
+    torch.testing.assert_close(m, m_ref, rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(v, v_ref, rtol=1e-4, atol=1e-12)
+    if pc is not None:
+        # the bf16 copy is exactly torch's rounding of the float32 parameters
+        assert torch.equal(pc, p.to(torch.bfloat16))
+
+
+def test_bf16_copy_rounds_like_torch_on_ties_specials_and_subnormals(kernels) -> None:
+    bits = np.array(
+        [
+            0x3F808000,  # exactly halfway between two bf16 values, even below: rounds down
+            0x3F818000,  # halfway, odd below: rounds up
+            0x3F808001,  # just above halfway
+            0x7F7FFFFF,  # largest float: rounds to infinity, as torch does
+            0x00000001,  # smallest subnormal
+            0x807FFFFF,  # largest negative subnormal
+            0x7F800000,  # +inf
+            0xFF800000,  # -inf
+            0x80000000,  # -0
+        ],
+        dtype=np.uint32,
+    )
+    rng = np.random.default_rng(1)
+    values = np.concatenate([bits.view(np.float32), rng.standard_normal(1000).astype(np.float32)])
+    src = torch.from_numpy(values)
+    dst = torch.empty(len(values), dtype=torch.bfloat16)
+    kernels.lib.miaudit_to_bf16(len(values), src.data_ptr(), dst.data_ptr())
+    assert torch.equal(dst.view(torch.int16), src.to(torch.bfloat16).view(torch.int16))
+
+
+def test_nan_stays_nan_in_the_bf16_copy(kernels) -> None:
+    # a NaN whose payload would round up into the infinity pattern
+    src = torch.from_numpy(np.array([0x7F800001, 0xFFFFFFFF], dtype=np.uint32).view(np.float32))
+    dst = torch.empty(2, dtype=torch.bfloat16)
+    kernels.lib.miaudit_to_bf16(2, src.data_ptr(), dst.data_ptr())
+    assert torch.isnan(dst.float()).all()
+
+
+def test_adam_step_rejects_mismatched_buffers(kernels) -> None:
+    p, m, v = torch.zeros(8), torch.zeros(8), torch.zeros(8)
+    with pytest.raises(ValueError, match="equal length"):
+        kernels.adam_step(p, m, v, grad=torch.zeros(7), p_bf16=None, step=1, lr=1e-3, beta1=0.9, beta2=0.999,
+                          eps=1e-8, weight_decay=0.0)  # fmt: skip
+    with pytest.raises(ValueError, match="float32"):
+        kernels.adam_step(p.double(), m, v, grad=torch.zeros(8), p_bf16=None, step=1, lr=1e-3, beta1=0.9,
+                          beta2=0.999, eps=1e-8, weight_decay=0.0)  # fmt: skip
+
+
+def test_build_is_cached_and_reused(fresh) -> None:
+    first = native._build_and_load("adam")[0]
+    assert first is not None
+    assert first.path.parent == fresh / "native"
+    mtime = first.path.stat().st_mtime_ns
+    again = native._build_and_load("adam")[0]
+    assert again is not None and again.path == first.path and first.path.stat().st_mtime_ns == mtime
+    assert not list(first.path.parent.glob(".build-*")), "temporary build files left behind"
+
+
+def _build_in_subprocess(cache: Path, tmp: Path) -> str:
+    """Build and load in a fresh process (a process never reloads a library path it has open)."""
+    code = (
+        "from miaudit.training.native import _build_and_load\n"
+        "k, why = _build_and_load('adam')\n"
+        "print(k.path if k is not None else 'NONE ' + why)"
+    )
+    env = {**os.environ, "MIAUDIT_CACHE_DIR": str(cache), "TMPDIR": str(tmp)}
+    env.pop(NATIVE_ENV, None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_corrupt_cached_library_is_rebuilt(tmp_path) -> None:
+    cache, tmp = tmp_path / "cache", tmp_path / "tmp"
+    tmp.mkdir()
+    first = Path(_build_in_subprocess(cache, tmp))
+    assert first.parent == cache / "native"
+    first.write_bytes(b"not a shared library")  # a truncated or damaged cache entry
+    second = _build_in_subprocess(cache, tmp)
+    assert second == str(first)  # built again in its place, and loaded
+    assert first.read_bytes() != b"not a shared library"
+
+
+def test_no_compiler_or_switched_off_falls_back_with_a_reason(fresh, monkeypatch) -> None:
+    monkeypatch.setenv(NATIVE_ENV, "0")
+    assert load_native() is None
+    assert "MIAUDIT_NATIVE=0" in native_status()
+    monkeypatch.delenv(NATIVE_ENV)
+    monkeypatch.setenv("CC", shutil.which("false") or "/bin/false")  # a "compiler" that always fails
+    monkeypatch.setattr(native, "_compiler", lambda: os.environ["CC"])
+    assert load_native() is None
+    assert "failed" in native_status()
+
+
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_engine_with_and_without_native_kernel_agree(
+    digits_split, small_spec, fast_train, subsets, monkeypatch, precision
+) -> None:
+    X, y, pool, test = digits_split
+    sets = subsets(pool, [300, 250, 300])
+    train = dataclasses.replace(fast_train, precision=precision)
+    with_kernel = train_batched(X, y, sets, seeds=[1, 2, 3], model=small_spec, train=train)
+    monkeypatch.setenv(NATIVE_ENV, "0")
+    without = train_batched(X, y, sets, seeds=[1, 2, 3], model=small_spec, train=train)
+    for a, b in zip(with_kernel, without, strict=True):
+        agree = np.mean(a.logits(X[test]).argmax(1) == b.logits(X[test]).argmax(1))
+        assert agree >= 0.97
+        for wa, wb in zip(a.weights, b.weights, strict=True):
+            # float32 rounding differences only (bf16: the copies may round differently after drift)
+            np.testing.assert_allclose(wa, wb, atol=1e-3 if precision == "f32" else 2e-2)
