@@ -47,13 +47,14 @@ def _torch_adam(p, m, v, g, step, *, lr, wd):
 
 @pytest.mark.parametrize("grad_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("wd", [0.0, 5e-4])
-def test_adam_step_matches_torch_fused_adam_over_many_steps(kernels, grad_dtype, wd) -> None:
+@pytest.mark.parametrize("copy", [False, True])
+def test_adam_step_matches_torch_fused_adam_over_many_steps(kernels, grad_dtype, wd, copy) -> None:
     gen = torch.Generator().manual_seed(0)
     n = 10_007  # not a multiple of any vector width: the scalar tail runs too
     p0 = torch.randn(n, generator=gen) * 0.05
     p_ref, m_ref, v_ref = p0.clone(), torch.zeros(n), torch.zeros(n)
     p, m, v = p0.clone(), torch.zeros(n), torch.zeros(n)
-    pc = torch.empty(n, dtype=torch.bfloat16) if grad_dtype == torch.bfloat16 else None
+    pc = torch.empty(n, dtype=torch.bfloat16) if copy else None
     for step in range(1, 51):
         g = (torch.randn(n, generator=gen) * 10.0 ** -torch.randint(1, 5, (1,), generator=gen).item()).to(grad_dtype)
         _torch_adam(p_ref, m_ref, v_ref, g.float(), step, lr=1e-3, wd=wd)

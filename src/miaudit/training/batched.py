@@ -52,7 +52,7 @@ from miaudit.seeding import check_seed, torch_generator
 from miaudit.training.executors import Executor, InProcessExecutor
 from miaudit.training.hardware import available_memory_bytes, resolve_precision
 from miaudit.training.native import load_native
-from miaudit.training.networks import MLPParams, init_params
+from miaudit.training.networks import MLPParams, init_params, shared_tensor
 from miaudit.training.specs import ModelSpec, TrainSpec
 
 __all__ = ["ChunkJob", "TrainedBatch", "plan_chunks", "predict_proba_stacked", "train_batched", "train_many"]
@@ -261,7 +261,7 @@ def predict_proba_stacked(
 def _predict_block(job: tuple) -> None:
     X, out, k0, r0, rows, w, b = job
     with torch.inference_mode():
-        xb = torch.from_numpy(np.ascontiguousarray(X[r0 : r0 + rows], dtype=np.float32))
+        xb = shared_tensor(np.ascontiguousarray(X[r0 : r0 + rows], dtype=np.float32))
         kg = w[1].shape[0] if len(w) > 1 else b[0].numel() // out.shape[2]
         h = torch.addmm(b[0], xb, w[0])  # (rows, kg * width): layer 1 of kg models at once
         h = h.view(len(xb), kg, -1).transpose(0, 1)
@@ -395,7 +395,7 @@ def _run(
     local = np.split(inverse.astype(np.int64), np.cumsum([len(s) for s in sets])[:-1])
     dtype = torch.bfloat16 if _layers(model, precision)[0].lowp else torch.float32
     pool = torch.ones(len(used), model.n_features + 1, dtype=dtype)
-    pool[:, :-1] = torch.from_numpy(X[used])
+    pool[:, :-1] = shared_tensor(X[used])
     labels = torch.from_numpy(np.ascontiguousarray(y[used], dtype=np.int64))
 
     steps = [train.epochs * math.ceil(len(s) / train.batch_size) for s in sets]

@@ -7,6 +7,7 @@ into the ``(K, fan_in, fan_out)`` tensors of the batched engine. Inference is al
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -46,6 +47,17 @@ def mlp_logits(X: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequenc
     return h
 
 
+def shared_tensor(a: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``a``'s memory, for reading only.
+
+    Cached datasets and loaded weights are read-only arrays; PyTorch warns when it wraps one because
+    it cannot stop writes. Nothing here writes to these tensors, so the warning is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a)
+
+
 @dataclass(frozen=True, eq=False)
 class MLPParams:
     """The weights of one trained MLP.
@@ -76,12 +88,12 @@ class MLPParams:
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """ndarray of shape (n_samples, n_classes): pre-softmax outputs."""
-        ws = [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)) for w in self.weights]
-        bs = [torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)) for b in self.biases]
+        ws = [shared_tensor(np.ascontiguousarray(w, dtype=np.float32)) for w in self.weights]
+        bs = [shared_tensor(np.ascontiguousarray(b, dtype=np.float32)) for b in self.biases]
         out = np.empty((len(X), self.spec.n_classes), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(X), _PREDICT_CHUNK):
-                xb = torch.from_numpy(np.ascontiguousarray(X[start : start + _PREDICT_CHUNK], dtype=np.float32))
+                xb = shared_tensor(np.ascontiguousarray(X[start : start + _PREDICT_CHUNK], dtype=np.float32))
                 out[start : start + len(xb)] = mlp_logits(xb, ws, bs).numpy()
         return out
 

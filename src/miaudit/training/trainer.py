@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from miaudit.errors import DataError, TrainingError
 from miaudit.seeding import check_seed, torch_generator
-from miaudit.training.networks import MLPParams, init_params
+from miaudit.training.networks import MLPParams, init_params, shared_tensor
 from miaudit.training.specs import ModelSpec, TrainSpec
 
 __all__ = ["ProgressCallback", "check_training_data", "train_models", "train_one"]
@@ -161,11 +161,7 @@ def train_models(
 
 def _as_tensors(X: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Share memory with (possibly read-only) arrays; training only ever reads them."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(X), torch.from_numpy(y)
+    return shared_tensor(X), shared_tensor(y)
 
 
 def _choose_engine(train: TrainSpec) -> str:

@@ -38,55 +38,40 @@ static inline uint16_t f32_to_bf16(float f) {
 
 int miaudit_native_abi(void) { return 1; }
 
+/* The loop, specialised by the compiler for each (bf16_grad, write_copy) pair it is inlined with:
+ * constant flags, so each version vectorises without branches. */
+static inline __attribute__((always_inline)) void adam_loop(
+    int64_t n, float *restrict p, float *restrict m, float *restrict v, const float *restrict g,
+    const uint16_t *restrict gc, uint16_t *restrict pc, float step_size, float beta1, float beta2,
+    float inv_bc2_sqrt, float eps, float weight_decay, const int bf16_grad, const int write_copy) {
+    const float c1 = 1.0f - beta1, c2 = 1.0f - beta2;
+    for (int64_t i = 0; i < n; i++) {
+        float gi = (bf16_grad ? bf16_to_f32(gc[i]) : g[i]) + weight_decay * p[i];
+        float mi = m[i] + c1 * (gi - m[i]);
+        float vi = v[i] * beta2 + gi * gi * c2;
+        float pi = p[i] - step_size * mi / (sqrtf(vi) * inv_bc2_sqrt + eps);
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi;
+        if (write_copy) pc[i] = f32_to_bf16(pi);
+    }
+}
+
 /* n values of p, m, v. The gradient comes from gc (bfloat16) if it is not NULL, else from g
- * (float32). If pc is not NULL the new parameters are also written there in bfloat16. The four
- * loops are one loop specialised by hand, so that each vectorises without branches. */
+ * (float32). If pc is not NULL the new parameters are also written there in bfloat16. */
 void miaudit_adam_step(int64_t n, float *restrict p, float *restrict m, float *restrict v,
                        const float *restrict g, const uint16_t *restrict gc, uint16_t *restrict pc,
                        float lr, float beta1, float beta2, float bc1, float bc2_sqrt, float eps,
                        float weight_decay) {
-    const float c1 = 1.0f - beta1, c2 = 1.0f - beta2, step_size = lr / bc1, inv = 1.0f / bc2_sqrt;
-    if (gc != NULL && pc != NULL) {
-        for (int64_t i = 0; i < n; i++) {
-            float gi = bf16_to_f32(gc[i]) + weight_decay * p[i];
-            float mi = m[i] + c1 * (gi - m[i]);
-            float vi = v[i] * beta2 + gi * gi * c2;
-            float pi = p[i] - step_size * mi / (sqrtf(vi) * inv + eps);
-            m[i] = mi;
-            v[i] = vi;
-            p[i] = pi;
-            pc[i] = f32_to_bf16(pi);
-        }
-    } else if (pc != NULL) {
-        for (int64_t i = 0; i < n; i++) {
-            float gi = g[i] + weight_decay * p[i];
-            float mi = m[i] + c1 * (gi - m[i]);
-            float vi = v[i] * beta2 + gi * gi * c2;
-            float pi = p[i] - step_size * mi / (sqrtf(vi) * inv + eps);
-            m[i] = mi;
-            v[i] = vi;
-            p[i] = pi;
-            pc[i] = f32_to_bf16(pi);
-        }
-    } else if (gc != NULL) {
-        for (int64_t i = 0; i < n; i++) {
-            float gi = bf16_to_f32(gc[i]) + weight_decay * p[i];
-            float mi = m[i] + c1 * (gi - m[i]);
-            float vi = v[i] * beta2 + gi * gi * c2;
-            m[i] = mi;
-            v[i] = vi;
-            p[i] = p[i] - step_size * mi / (sqrtf(vi) * inv + eps);
-        }
-    } else {
-        for (int64_t i = 0; i < n; i++) {
-            float gi = g[i] + weight_decay * p[i];
-            float mi = m[i] + c1 * (gi - m[i]);
-            float vi = v[i] * beta2 + gi * gi * c2;
-            m[i] = mi;
-            v[i] = vi;
-            p[i] = p[i] - step_size * mi / (sqrtf(vi) * inv + eps);
-        }
-    }
+    const float step_size = lr / bc1, inv = 1.0f / bc2_sqrt;
+    if (gc != NULL && pc != NULL)
+        adam_loop(n, p, m, v, g, gc, pc, step_size, beta1, beta2, inv, eps, weight_decay, 1, 1);
+    else if (gc != NULL)
+        adam_loop(n, p, m, v, g, gc, pc, step_size, beta1, beta2, inv, eps, weight_decay, 1, 0);
+    else if (pc != NULL)
+        adam_loop(n, p, m, v, g, gc, pc, step_size, beta1, beta2, inv, eps, weight_decay, 0, 1);
+    else
+        adam_loop(n, p, m, v, g, gc, pc, step_size, beta1, beta2, inv, eps, weight_decay, 0, 0);
 }
 
 /* bf16 <- f32, round to nearest even (for copies the step does not make itself). */
