@@ -173,3 +173,59 @@ def test_engine_with_and_without_native_kernel_agree(
         for wa, wb in zip(a.weights, b.weights, strict=True):
             # float32 rounding differences only (bf16: the copies may round differently after drift)
             np.testing.assert_allclose(wa, wb, atol=1e-3 if precision == "f32" else 2e-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# the one-hidden-layer AMX path of the engine
+# ---------------------------------------------------------------------------------------------
+
+needs_mlp1 = pytest.mark.skipif(native.load_mlp1() is None, reason="no AMX-BF16 on this CPU (the stacked path runs)")
+
+
+def test_fused_path_applies_only_where_it_can(small_spec, fast_train) -> None:
+    from miaudit.training.batched import _fused_applies
+
+    bf16 = dataclasses.replace(fast_train, precision="bf16")
+    has_amx = native.load_mlp1() is not None
+    assert _fused_applies(small_spec, bf16, "bf16") is has_amx  # 64-32-10, batch 32
+    assert not _fused_applies(small_spec, bf16, "f32")
+    assert not _fused_applies(dataclasses.replace(small_spec, dropout=0.2), bf16, "bf16")
+    assert not _fused_applies(dataclasses.replace(small_spec, hidden=(32, 32)), bf16, "bf16")
+    assert not _fused_applies(dataclasses.replace(small_spec, hidden=(48,)), bf16, "bf16")
+    assert not _fused_applies(small_spec, dataclasses.replace(bf16, batch_size=50), "bf16")
+
+
+@needs_mlp1
+@pytest.mark.parametrize("n_classes", [10, 20])  # 20 > 16: the output layer's generic loop
+def test_fused_path_matches_the_stacked_path(digits_split, small_spec, converging_train, subsets, monkeypatch,
+                                             n_classes) -> None:  # fmt: skip
+    X, y, pool, test = digits_split
+    spec = dataclasses.replace(small_spec, n_classes=n_classes)
+    train = dataclasses.replace(converging_train, precision="bf16")
+    sets = subsets(pool, [600, 451, 600], seed=3)  # 451: a short last batch, padded
+    fused = train_batched(X, y, sets, seeds=[4, 5, 6], model=spec, train=train)
+    monkeypatch.setenv(NATIVE_ENV, "adam")  # the stacked path, with the compiled Adam step
+    stacked = train_batched(X, y, sets, seeds=[4, 5, 6], model=spec, train=train)
+    for a, b in zip(fused, stacked, strict=True):
+        acc_a, acc_b = a.accuracy(X[test], y[test]), b.accuracy(X[test], y[test])
+        assert acc_a > 0.9 and abs(acc_a - acc_b) < 0.03
+        assert np.mean(a.logits(X[test]).argmax(1) == b.logits(X[test]).argmax(1)) > 0.95
+        if n_classes > 10:  # classes never seen in training end up with almost no probability
+            assert a.predict_proba(X[test])[:, 10:].sum(axis=1).mean() < 0.05
+
+
+@needs_mlp1
+def test_fused_path_same_seed_same_weights_and_models_independent(digits_split, small_spec, fast_train,
+                                                                   subsets) -> None:  # fmt: skip
+    X, y, pool, _ = digits_split
+    train = dataclasses.replace(fast_train, precision="bf16")
+    sets = subsets(pool, [300, 300, 300], seed=8)
+    a = train_batched(X, y, sets, seeds=[1, 2, 3], model=small_spec, train=train)
+    b = train_batched(X, y, sets, seeds=[1, 2, 3], model=small_spec, train=train)
+    changed = train_batched(X, y, [sets[0], sets[2], sets[2]], seeds=[1, 2, 3], model=small_spec, train=train)
+    for m, n in zip(a, b, strict=True):
+        for u, v in zip(m.weights + m.biases, n.weights + n.biases, strict=True):
+            np.testing.assert_array_equal(u, v)
+    for u, v in zip(a[0].weights, changed[0].weights, strict=True):
+        np.testing.assert_array_equal(u, v)  # model 0 unaffected by model 1's data
+    assert not np.array_equal(a[1].weights[0], changed[1].weights[0])

@@ -1,10 +1,16 @@
 """Native kernels of the batched engine, compiled from C on first use.
 
-One kernel so far, ``_native/adam.c``: the fused Adam step of :mod:`miaudit.training.batched`.
-In bf16 training it reads the bfloat16 gradients the matrix products wrote, updates the float32
-master weights and Adam state, and writes the new bfloat16 weight copy in one pass over memory;
-with PyTorch alone the same step is three passes (gradients to float32, ``torch._fused_adam_``,
-weights to bfloat16), about twice the time.
+Two libraries:
+
+* ``_native/adam.c`` (every CPU): the fused Adam step of :mod:`miaudit.training.batched`. In bf16
+  training it reads the bfloat16 gradients the matrix products wrote, updates the float32 master
+  weights and Adam state, and writes the new bfloat16 weight copy in one pass over memory; with
+  PyTorch alone the same step is three passes (gradients to float32, ``torch._fused_adam_``,
+  weights to bfloat16), about twice the time.
+* ``_native/mlp1.c`` (x86 CPUs with AMX-BF16 only): whole training steps of a network with one
+  hidden layer in bf16, one model at a time, its weights and Adam state held in the core's cache
+  (the file says why and how). The engine uses it where it applies and the stacked PyTorch path
+  elsewhere.
 
 How it is built
 ---------------
@@ -17,8 +23,9 @@ once per machine. The library is written to a temporary name and renamed, so con
 never load a half-written file.
 
 Where there is no compiler, the build fails, or ``MIAUDIT_NATIVE=0`` is set, the engine uses the
-PyTorch operations instead: same arithmetic (to float32 rounding), slower. :func:`native_status`
-says which is in use and why.
+PyTorch operations instead: same arithmetic (to float32 rounding), slower. ``MIAUDIT_NATIVE=adam``
+keeps only the Adam step (the stacked PyTorch path for every network). :func:`native_status` says
+which is in use and why.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,11 +49,11 @@ import torch
 
 from miaudit.training.hardware import cpu_flags
 
-__all__ = ["NATIVE_ENV", "NativeKernels", "load_native", "native_status"]
+__all__ = ["NATIVE_ENV", "MLP1Kernels", "NativeKernels", "load_mlp1", "load_native", "native_status"]
 
 logger = logging.getLogger(__name__)
 
-#: Set to ``0`` to use PyTorch operations instead of the compiled kernels.
+#: ``0``: PyTorch operations instead of the compiled kernels; ``adam``: the Adam step only.
 NATIVE_ENV = "MIAUDIT_NATIVE"
 _SOURCES = Path(__file__).with_name("_native")
 _FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")
@@ -108,10 +116,56 @@ class NativeKernels:
         )
 
 
+@dataclass(frozen=True)
+class MLP1Kernels:
+    """Whole training steps of one network with one hidden layer, on AMX (``_native/mlp1.c``).
+
+    Every array is a contiguous tensor allocated by :mod:`miaudit.training.batched` with the shapes
+    and dtypes the C file documents; nothing is checked here (it runs on every block of steps).
+    """
+
+    path: Path
+    lib: ctypes.CDLL
+
+    def copy_weights(self, P1: torch.Tensor, W1c: torch.Tensor) -> None:
+        """The bf16 pair-layout copy ``W1c`` of the float32 first-layer weights ``P1`` (D, H)."""
+        D, H = P1.shape
+        self.lib.miaudit_mlp1_copy_weights(D, H, P1.data_ptr(), W1c.data_ptr())
+
+    def train(
+        self,
+        pool: torch.Tensor,
+        idx: torch.Tensor,
+        rw: torch.Tensor,
+        labels: torch.Tensor,
+        state: Sequence[torch.Tensor],
+        scratch: Sequence[torch.Tensor],
+        *,
+        t0: int,
+        lr: float,
+        weight_decay: float,
+        n_classes: int,
+    ) -> None:
+        """Adam steps ``t0 + 1 .. t0 + L`` on the L batches ``idx`` (L, B); ``state``: P1, m1, v1, W1c, P2, m2, v2."""
+        L, B = idx.shape
+        P1 = state[0]
+        D, H = P1.shape
+        self.lib.miaudit_mlp1_train(
+            D, H, n_classes, B, L,
+            pool.data_ptr(), idx.data_ptr(), rw.data_ptr(), labels.data_ptr(),
+            *(t.data_ptr() for t in state),
+            t0, lr, 0.9, 0.999, 1e-8, weight_decay,
+            *(t.data_ptr() for t in scratch),
+        )  # fmt: skip
+
+
 def native_status() -> str:
-    """One line: whether the compiled kernels are in use, and why not if not."""
-    kernels, why = _load("adam")
-    return f"compiled ({kernels.path.name})" if kernels is not None else f"not used: {why}"
+    """One line: which compiled kernels are in use, and why not where not."""
+    parts = []
+    for name in ("adam", "mlp1"):
+        kernels, why = _load(name)
+        parts.append(f"{name} compiled" if kernels is not None else f"{name} not used ({why})")
+    return "; ".join(parts)
 
 
 def load_native() -> NativeKernels | None:
@@ -119,20 +173,34 @@ def load_native() -> NativeKernels | None:
     return _load("adam")[0]
 
 
+def load_mlp1() -> MLP1Kernels | None:
+    """The one-hidden-layer AMX training steps, where the CPU has AMX-BF16 and they build; else None."""
+    return _load("mlp1")[0]
+
+
 def _load(name: str) -> tuple[Any, str]:
     setting = os.environ.get(NATIVE_ENV, "1").strip().lower()
     if setting in ("0", "off", "false", "no"):
         return None, f"{NATIVE_ENV}={setting}"
+    if setting == "adam" and name != "adam":
+        return None, f"{NATIVE_ENV}=adam"
     key = (name, os.environ.get("CC", ""))
     with _lock:
         if key not in _loaded:
-            _loaded[key] = _build_and_load(name)
-            kernels, why = _loaded[key]
-            if kernels is None:
-                logger.warning("native %s kernel unavailable (%s); training uses PyTorch operations", name, why)
+            if name == "mlp1" and not _has_amx():
+                _loaded[key] = None, "the CPU has no AMX-BF16"
             else:
+                _loaded[key] = _build_and_load(name)
+            kernels, why = _loaded[key]
+            if kernels is not None:
                 logger.debug("native %s kernels loaded from %s", name, kernels.path)
+            elif name == "adam" or _has_amx():
+                logger.warning("native %s kernel unavailable (%s); training uses PyTorch operations", name, why)
         return _loaded[key]
+
+
+def _has_amx() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64") and {"amx_bf16", "amx_tile"} <= cpu_flags()
 
 
 def _compiler() -> str | None:
@@ -221,4 +289,18 @@ def _open_adam(path: Path) -> NativeKernels:
     return NativeKernels(path=path, lib=lib)
 
 
-_OPENERS = {"adam": _open_adam}
+def _open_mlp1(path: Path) -> MLP1Kernels:
+    lib = ctypes.CDLL(str(path))
+    if lib.miaudit_mlp1_abi() != _ABI:
+        raise OSError(f"{path.name} has another ABI version")
+    if lib.miaudit_mlp1_init() != 0:
+        raise OSError("the kernel refused AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM)")
+    ptr, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+    lib.miaudit_mlp1_copy_weights.argtypes = [i64, i64, ptr, ptr]
+    lib.miaudit_mlp1_copy_weights.restype = None
+    lib.miaudit_mlp1_train.argtypes = [i64] * 5 + [ptr] * 11 + [i64] + [f32] * 5 + [ptr] * 6
+    lib.miaudit_mlp1_train.restype = None
+    return MLP1Kernels(path=path, lib=lib)
+
+
+_OPENERS = {"adam": _open_adam, "mlp1": _open_mlp1}

@@ -1,0 +1,302 @@
+/* Whole training steps of one MLP with one hidden layer (bf16 first layer on Intel AMX, float32
+ * output layer, Adam), for miaudit's batched engine (see miaudit/training/native.py).
+ *
+ * Why: a model of the seed's recipe (784-128-10) has ~1.2 MB of float32 weights and Adam state.
+ * Trained alone, in one call per block of steps, it stays in the core's L2 cache, and each step is
+ * a few microseconds of tile products plus one pass of Adam over cached memory. Trained as one of
+ * K stacked models through PyTorch operations, every step streams all K models' state through
+ * the L3 cache and pays the per-operation overhead of the framework.
+ *
+ * Arithmetic (the engine's bf16 mode): the first layer's products take bf16 inputs, weights and
+ * output gradients and accumulate in float32; its weight gradient stays float32; the output layer,
+ * softmax and loss are float32; Adam (as torch.optim.Adam, L2 weight decay added to the gradient)
+ * updates float32 master weights and writes the bf16 copy the next forward pass reads.
+ *
+ * Layouts (row-major). D: input width padded to a multiple of 32, the bias input (a column of ones
+ * in the pool) included; H (hidden width) and B (batch) multiples of 32; C classes.
+ *   pool (n, D) bf16       records; idx (L, B) rows of each step's batch; rw (L, B) row weights
+ *                          (1 / rows in the batch, 0 on padding rows); labels (L, B)
+ *   P1, m1, v1 (D, H) f32  first layer weights (bias as row D_bias) and their Adam state
+ *   W1c (D/2, H, 2) bf16   their bf16 copy in the tiles' pair layout: W1c[d/2][n][d%2] = W1[d][n]
+ *   P2, m2, v2 (C*H + C)   output layer weights W2[c][n], then its biases, and Adam state
+ * Scratch (per model, from the caller): x (B, D) bf16, xT (D, B) bf16, z (B, H) f32, dl (B, C) f32,
+ * dzv (B/2, H, 2) bf16, g2 (C*H + C + 17*H) f32.
+ *
+ * Built with -ffp-contract=off so that results do not depend on vectorisation choices.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+int miaudit_mlp1_abi(void) { return 1; }
+
+/* Ask the kernel for the AMX tile state (once per process; 0 on success). */
+int miaudit_mlp1_init(void) { return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 ? 0 : -1; }
+
+typedef struct {
+    uint8_t palette_id;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+static void configure_tiles(void) {
+    tile_config c;
+    memset(&c, 0, sizeof c);
+    c.palette_id = 1;
+    for (int i = 0; i < 8; i++) {
+        c.rows[i] = 16;
+        c.colsb[i] = 64;
+    }
+    _tile_loadconfig(&c);
+}
+
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)(((u & 0x7FFFFFFFu) > 0x7F800000u) ? 0x7FC0u : rounded);
+}
+
+typedef struct {
+    float step_size, beta1, beta2, inv_bc2_sqrt, eps, weight_decay;
+} adam_t;
+
+static inline adam_t adam_scalars(int64_t t, float lr, float beta1, float beta2, float eps, float wd) {
+    adam_t a;
+    double bc1 = 1.0 - pow((double)beta1, (double)t), bc2 = 1.0 - pow((double)beta2, (double)t);
+    a.step_size = (float)(lr / bc1);
+    a.inv_bc2_sqrt = 1.0f / (float)sqrt(bc2);
+    a.beta1 = beta1;
+    a.beta2 = beta2;
+    a.eps = eps;
+    a.weight_decay = wd;
+    return a;
+}
+
+/* Adam on n contiguous values; returns nothing, updates p, m, v in place. */
+static inline void adam_run(int64_t n, float *restrict p, float *restrict m, float *restrict v,
+                            const float *restrict g, adam_t a) {
+    const float c1 = 1.0f - a.beta1, c2 = 1.0f - a.beta2;
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] + a.weight_decay * p[i];
+        float mi = m[i] + c1 * (gi - m[i]);
+        float vi = v[i] * a.beta2 + gi * gi * c2;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] - a.step_size * mi / (sqrtf(vi) * a.inv_bc2_sqrt + a.eps);
+    }
+}
+
+/* Adam on 32 contiguous values with AVX-512. sqrt and division are the slow units of the CPU and
+ * this loop is the largest part of a step, so 1/sqrt(v) and 1/(sqrt(v)/sqrt(bc2) + eps) use the
+ * 14-bit hardware approximations refined by one Newton step each (about 23 correct bits: the
+ * update differs from the exactly rounded one in the last bit at most). v = 0 gives sqrt(v) = 0. */
+static inline void adam_run32(float *restrict p, float *restrict m, float *restrict v, const float *restrict g,
+                              adam_t a) {
+    const __m512 c1 = _mm512_set1_ps(1.0f - a.beta1), b2 = _mm512_set1_ps(a.beta2), c2 = _mm512_set1_ps(1.0f - a.beta2);
+    const __m512 wd = _mm512_set1_ps(a.weight_decay), step = _mm512_set1_ps(a.step_size);
+    const __m512 inv = _mm512_set1_ps(a.inv_bc2_sqrt), eps = _mm512_set1_ps(a.eps);
+    const __m512 half = _mm512_set1_ps(0.5f), three_halves = _mm512_set1_ps(1.5f), two = _mm512_set1_ps(2.0f);
+    for (int i = 0; i < 32; i += 16) {
+        __m512 pi = _mm512_loadu_ps(p + i), mi = _mm512_loadu_ps(m + i), vi = _mm512_loadu_ps(v + i);
+        __m512 gi = _mm512_add_ps(_mm512_loadu_ps(g + i), _mm512_mul_ps(wd, pi));
+        mi = _mm512_add_ps(mi, _mm512_mul_ps(c1, _mm512_sub_ps(gi, mi)));
+        vi = _mm512_add_ps(_mm512_mul_ps(vi, b2), _mm512_mul_ps(_mm512_mul_ps(gi, gi), c2));
+        __m512 r = _mm512_rsqrt14_ps(vi);
+        r = _mm512_mul_ps(r, _mm512_sub_ps(three_halves, _mm512_mul_ps(_mm512_mul_ps(half, vi), _mm512_mul_ps(r, r))));
+        __m512 sq = _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(vi, _mm512_setzero_ps(), _CMP_GT_OQ), vi, r);
+        __m512 den = _mm512_add_ps(_mm512_mul_ps(sq, inv), eps);
+        __m512 q = _mm512_rcp14_ps(den);
+        q = _mm512_mul_ps(q, _mm512_sub_ps(two, _mm512_mul_ps(den, q)));
+        pi = _mm512_sub_ps(pi, _mm512_mul_ps(_mm512_mul_ps(step, mi), q));
+        _mm512_storeu_ps(m + i, mi);
+        _mm512_storeu_ps(v + i, vi);
+        _mm512_storeu_ps(p + i, pi);
+    }
+}
+
+/* bf16 copy of two weight rows (d, d + 1), n values each, in the pair layout. */
+static inline void pair_rows(int64_t n, const float *restrict r0, const float *restrict r1, uint16_t *restrict out) {
+    for (int64_t i = 0; i < n; i++) {
+        out[2 * i] = f32_to_bf16(r0[i]);
+        out[2 * i + 1] = f32_to_bf16(r1[i]);
+    }
+}
+
+void miaudit_mlp1_copy_weights(int64_t D, int64_t H, const float *P1, uint16_t *W1c) {
+    for (int64_t d = 0; d < D; d += 2) pair_rows(H, P1 + d * H, P1 + (d + 1) * H, W1c + d * H);
+}
+
+/* One training step. */
+static void step(int64_t D, int64_t H, int64_t C, int64_t B, const uint16_t *restrict pool,
+                 const int64_t *restrict idx, const float *restrict rw, const int64_t *restrict labels,
+                 float *restrict P1, float *restrict m1, float *restrict v1, uint16_t *restrict W1c,
+                 float *restrict P2, float *restrict m2, float *restrict v2, adam_t a, uint16_t *restrict x,
+                 uint16_t *restrict xT, float *restrict z, float *restrict dl,
+                 uint16_t *restrict dzv, float *restrict g2) {
+    /* gather the batch (x), and its transpose (xT): one 32-bit gather takes columns d, d + 1 of 16
+     * rows; its low halves are row d of xT, its high halves row d + 1 */
+    for (int64_t b = 0; b < B; b++) memcpy(x + b * D, pool + idx[b] * D, (size_t)D * 2);
+    {
+        const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                _mm512_set1_epi32((int)D * 2));
+        for (int64_t b = 0; b < B; b += 16) {
+            const uint16_t *base = x + b * D;
+            for (int64_t d = 0; d < D; d += 2) {
+                __m512i v = _mm512_i32gather_epi32(rows, (const void *)(base + d), 1);
+                _mm256_storeu_si256((__m256i *)(xT + d * B + b), _mm512_cvtepi32_epi16(v));
+                _mm256_storeu_si256((__m256i *)(xT + (d + 1) * B + b), _mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
+            }
+        }
+    }
+
+    /* layer 1: z (B, H) = x (B, D) @ W1 */
+    for (int64_t b = 0; b < B; b += 32) {
+        for (int64_t n = 0; n < H; n += 32) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int64_t d = 0; d < D; d += 32) {
+                _tile_loadd(4, x + b * D + d, D * 2);
+                _tile_loadd(5, x + (b + 16) * D + d, D * 2);
+                _tile_loadd(6, W1c + (d / 2) * H * 2 + n * 2, H * 4);
+                _tile_loadd(7, W1c + (d / 2) * H * 2 + (n + 16) * 2, H * 4);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            _tile_stored(0, z + b * H + n, H * 4);
+            _tile_stored(1, z + b * H + n + 16, H * 4);
+            _tile_stored(2, z + (b + 16) * H + n, H * 4);
+            _tile_stored(3, z + (b + 16) * H + n + 16, H * 4);
+        }
+    }
+    for (int64_t i = 0; i < B * H; i++) z[i] = z[i] > 0.0f ? z[i] : 0.0f; /* ReLU: z is now h */
+
+    /* layer 2, softmax, loss gradient dl = (softmax - onehot) * row weight */
+    const float *W2 = P2, *b2 = P2 + C * H;
+    float *da = g2 + C * H + C; /* H floats of scratch after the output-layer gradients */
+    if (C <= 16) {
+        /* classes in the lanes of one vector (W2 transposed and padded to 16 columns); 4 rows at a time */
+        float *w2t = da + H;
+        for (int64_t n = 0; n < H; n++)
+            for (int64_t c = 0; c < 16; c++) w2t[n * 16 + c] = c < C ? W2[c * H + n] : 0.0f;
+        const __mmask16 cm = (__mmask16)((1u << C) - 1u);
+        const __m512 bias = _mm512_maskz_loadu_ps(cm, b2);
+        for (int64_t b = 0; b < B; b += 4) {
+            const float *h0 = z + b * H, *h1 = h0 + H, *h2 = h1 + H, *h3 = h2 + H;
+            __m512 a0 = bias, a1 = bias, a2 = bias, a3 = bias;
+            for (int64_t n = 0; n < H; n++) {
+                const __m512 w = _mm512_loadu_ps(w2t + n * 16);
+                a0 = _mm512_add_ps(a0, _mm512_mul_ps(_mm512_set1_ps(h0[n]), w));
+                a1 = _mm512_add_ps(a1, _mm512_mul_ps(_mm512_set1_ps(h1[n]), w));
+                a2 = _mm512_add_ps(a2, _mm512_mul_ps(_mm512_set1_ps(h2[n]), w));
+                a3 = _mm512_add_ps(a3, _mm512_mul_ps(_mm512_set1_ps(h3[n]), w));
+            }
+            _mm512_mask_storeu_ps(dl + b * C, cm, a0);
+            _mm512_mask_storeu_ps(dl + (b + 1) * C, cm, a1);
+            _mm512_mask_storeu_ps(dl + (b + 2) * C, cm, a2);
+            _mm512_mask_storeu_ps(dl + (b + 3) * C, cm, a3);
+        }
+    } else {
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t c = 0; c < C; c++) {
+                const float *h = z + b * H, *w = W2 + c * H;
+                float s = b2[c];
+                for (int64_t n = 0; n < H; n++) s += h[n] * w[n];
+                dl[b * C + c] = s;
+            }
+    }
+    for (int64_t b = 0; b < B; b++) {
+        float *o = dl + b * C;
+        float mx = -INFINITY, tot = 0.0f;
+        for (int64_t c = 0; c < C; c++) mx = o[c] > mx ? o[c] : mx;
+        for (int64_t c = 0; c < C; c++) {
+            o[c] = expf(o[c] - mx);
+            tot += o[c];
+        }
+        const float r = rw[b];
+        for (int64_t c = 0; c < C; c++) o[c] = (o[c] / tot - (c == labels[b] ? 1.0f : 0.0f)) * r;
+    }
+
+    /* output layer gradients (before its update: da below uses the current W2) */
+    memset(g2, 0, sizeof(float) * (size_t)(C * H + C));
+    for (int64_t b = 0; b < B; b++) {
+        const float *h = z + b * H, *o = dl + b * C;
+        for (int64_t c = 0; c < C; c++) {
+            float *g = g2 + c * H;
+            const float oc = o[c];
+            for (int64_t n = 0; n < H; n++) g[n] += oc * h[n];
+            g2[C * H + c] += oc;
+        }
+    }
+    /* da = dl @ W2, times ReLU'(z), into the bf16 pairs of rows the weight-gradient tiles read */
+    for (int64_t b = 0; b < B; b++) {
+        const float *h = z + b * H, *o = dl + b * C;
+        for (int64_t n = 0; n < H; n++) da[n] = 0.0f;
+        for (int64_t c = 0; c < C; c++) {
+            const float oc = o[c], *w = W2 + c * H;
+            for (int64_t n = 0; n < H; n++) da[n] += oc * w[n];
+        }
+        uint16_t *out = dzv + (b & ~(int64_t)1) * H + (b & 1);
+        for (int64_t n = 0; n < H; n++) out[2 * n] = f32_to_bf16(h[n] > 0.0f ? da[n] : 0.0f);
+    }
+    adam_run(C * H + C, P2, m2, v2, g2, a);
+
+    /* layer 1 weight gradient x^T (D, B) @ dz (B, H), 32 x 32 blocks, each followed by its Adam
+     * update and the new bf16 pairs, while the block is in cache */
+    float g[32 * 32];
+    for (int64_t d = 0; d < D; d += 32) {
+        for (int64_t n = 0; n < H; n += 32) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int64_t b = 0; b < B; b += 32) {
+                _tile_loadd(4, xT + d * B + b, B * 2);
+                _tile_loadd(5, xT + (d + 16) * B + b, B * 2);
+                _tile_loadd(6, dzv + (b / 2) * H * 2 + n * 2, H * 4);
+                _tile_loadd(7, dzv + (b / 2) * H * 2 + (n + 16) * 2, H * 4);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            _tile_stored(0, g, 32 * 4);
+            _tile_stored(1, g + 16, 32 * 4);
+            _tile_stored(2, g + 16 * 32, 32 * 4);
+            _tile_stored(3, g + 16 * 32 + 16, 32 * 4);
+            for (int64_t r = 0; r < 32; r++) {
+                const int64_t off = (d + r) * H + n;
+                adam_run32(P1 + off, m1 + off, v1 + off, g + r * 32, a);
+            }
+            for (int64_t r = 0; r < 32; r += 2)
+                pair_rows(32, P1 + (d + r) * H + n, P1 + (d + r + 1) * H + n, W1c + (d + r) * H + n * 2);
+        }
+    }
+}
+
+/* L steps (Adam steps t0 + 1 .. t0 + L) of one model. */
+void miaudit_mlp1_train(int64_t D, int64_t H, int64_t C, int64_t B, int64_t L, const uint16_t *pool,
+                        const int64_t *idx, const float *rw, const int64_t *labels, float *P1, float *m1,
+                        float *v1, uint16_t *W1c, float *P2, float *m2, float *v2, int64_t t0, float lr,
+                        float beta1, float beta2, float eps, float weight_decay, uint16_t *x,
+                        uint16_t *xT, float *z, float *dl, uint16_t *dzv, float *g2) {
+    configure_tiles();
+    for (int64_t l = 0; l < L; l++) {
+        adam_t a = adam_scalars(t0 + l + 1, lr, beta1, beta2, eps, weight_decay);
+        step(D, H, C, B, pool, idx + l * B, rw + l * B, labels + l * B, P1, m1, v1, W1c, P2, m2, v2, a, x, xT,
+             z, dl, dzv, g2);
+    }
+    _tile_release();
+}
