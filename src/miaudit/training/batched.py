@@ -26,11 +26,20 @@ Details that keep each model's training equal to training it alone
   not depend on K, on the chunking or on the number of workers; the same seed gives bitwise the
   same weights on the same machine.
 
+Two paths. Networks with one hidden layer trained in bf16 on a CPU with AMX (the seed's 784-128-10
+among them) train one model at a time on compiled steps (:mod:`miaudit.training.native`,
+``_native/mlp1.c``): one call per block of 32 steps runs gather, forward, backward and Adam with
+the model's weights and state in the core's cache; the chunks hold one model each and the
+executor's workers take them in turn. Everything else takes the stacked path below. Both give
+each model the same initialisation and minibatch order from its seed.
+
 Precision: ``f32`` computes everything in float32. ``bf16`` keeps float32 master weights, Adam
 state and the gradients Adam reads, and runs the matrix products of the first layer (and of any
 layer with at least 16,384 weights) in bfloat16: their inputs, weights, activations and gradients
 are rounded to bf16 and accumulated in float32, as autocast would do. Small layers (the 128 x 10
-output layer), the softmax and the loss gradient stay float32. ``auto`` is bf16 only on CPUs with
+output layer), the softmax and the loss gradient stay float32 (the one-hidden-layer path goes
+further: the first layer's outputs and weight gradient stay float32 too, only its inputs, weights
+and output gradients are bf16). ``auto`` is bf16 only on CPUs with
 native bf16 matrix units (:func:`miaudit.training.hardware.native_bf16`); elsewhere bf16 still
 works, emulated and slower.
 """

@@ -58,6 +58,34 @@ static void configure_tiles(void) {
     _tile_loadconfig(&c);
 }
 
+/* A 32 x 32 float32 block C = sum over nk steps of A (32 x 32 bf16, row-major) . B (32 x 32 bf16 in the
+ * pair layout), on four accumulator tiles. a: A's first row; a_half: elements to its row 16;
+ * a_stride: bytes per row; a_k: elements per step. b: B's first tile row; b_half: elements to its
+ * column 16; b_stride: bytes per (pair) row; b_k: elements per step. c: C's first element;
+ * c_half: elements to its row 16 (column 16 is 16 elements on); c_stride: bytes per row. */
+static inline void tiles_2x2(int64_t nk, const uint16_t *a, int64_t a_half, int64_t a_stride, int64_t a_k,
+                             const uint16_t *b, int64_t b_half, int64_t b_stride, int64_t b_k, float *c,
+                             int64_t c_half, int64_t c_stride) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t k = 0; k < nk; k++) {
+        _tile_loadd(4, a + k * a_k, a_stride);
+        _tile_loadd(5, a + a_half + k * a_k, a_stride);
+        _tile_loadd(6, b + k * b_k, b_stride);
+        _tile_loadd(7, b + b_half + k * b_k, b_stride);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, c_stride);
+    _tile_stored(1, c + 16, c_stride);
+    _tile_stored(2, c + c_half, c_stride);
+    _tile_stored(3, c + c_half + 16, c_stride);
+}
+
 static inline uint16_t f32_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
@@ -92,34 +120,6 @@ static inline void adam_run(int64_t n, float *restrict p, float *restrict m, flo
         m[i] = mi;
         v[i] = vi;
         p[i] = p[i] - a.step_size * mi / (sqrtf(vi) * a.inv_bc2_sqrt + a.eps);
-    }
-}
-
-/* Adam on 32 contiguous values with AVX-512. sqrt and division are the slow units of the CPU and
- * this loop is the largest part of a step, so 1/sqrt(v) and 1/(sqrt(v)/sqrt(bc2) + eps) use the
- * 14-bit hardware approximations refined by one Newton step each (about 23 correct bits: the
- * update differs from the exactly rounded one in the last bit at most). v = 0 gives sqrt(v) = 0. */
-static inline void adam_run32(float *restrict p, float *restrict m, float *restrict v, const float *restrict g,
-                              adam_t a) {
-    const __m512 c1 = _mm512_set1_ps(1.0f - a.beta1), b2 = _mm512_set1_ps(a.beta2), c2 = _mm512_set1_ps(1.0f - a.beta2);
-    const __m512 wd = _mm512_set1_ps(a.weight_decay), step = _mm512_set1_ps(a.step_size);
-    const __m512 inv = _mm512_set1_ps(a.inv_bc2_sqrt), eps = _mm512_set1_ps(a.eps);
-    const __m512 half = _mm512_set1_ps(0.5f), three_halves = _mm512_set1_ps(1.5f), two = _mm512_set1_ps(2.0f);
-    for (int i = 0; i < 32; i += 16) {
-        __m512 pi = _mm512_loadu_ps(p + i), mi = _mm512_loadu_ps(m + i), vi = _mm512_loadu_ps(v + i);
-        __m512 gi = _mm512_add_ps(_mm512_loadu_ps(g + i), _mm512_mul_ps(wd, pi));
-        mi = _mm512_add_ps(mi, _mm512_mul_ps(c1, _mm512_sub_ps(gi, mi)));
-        vi = _mm512_add_ps(_mm512_mul_ps(vi, b2), _mm512_mul_ps(_mm512_mul_ps(gi, gi), c2));
-        __m512 r = _mm512_rsqrt14_ps(vi);
-        r = _mm512_mul_ps(r, _mm512_sub_ps(three_halves, _mm512_mul_ps(_mm512_mul_ps(half, vi), _mm512_mul_ps(r, r))));
-        __m512 sq = _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(vi, _mm512_setzero_ps(), _CMP_GT_OQ), vi, r);
-        __m512 den = _mm512_add_ps(_mm512_mul_ps(sq, inv), eps);
-        __m512 q = _mm512_rcp14_ps(den);
-        q = _mm512_mul_ps(q, _mm512_sub_ps(two, _mm512_mul_ps(den, q)));
-        pi = _mm512_sub_ps(pi, _mm512_mul_ps(_mm512_mul_ps(step, mi), q));
-        _mm512_storeu_ps(m + i, mi);
-        _mm512_storeu_ps(v + i, vi);
-        _mm512_storeu_ps(p + i, pi);
     }
 }
 
@@ -159,28 +159,9 @@ static void step(int64_t D, int64_t H, int64_t C, int64_t B, const uint16_t *res
     }
 
     /* layer 1: z (B, H) = x (B, D) @ W1 */
-    for (int64_t b = 0; b < B; b += 32) {
-        for (int64_t n = 0; n < H; n += 32) {
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int64_t d = 0; d < D; d += 32) {
-                _tile_loadd(4, x + b * D + d, D * 2);
-                _tile_loadd(5, x + (b + 16) * D + d, D * 2);
-                _tile_loadd(6, W1c + (d / 2) * H * 2 + n * 2, H * 4);
-                _tile_loadd(7, W1c + (d / 2) * H * 2 + (n + 16) * 2, H * 4);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            _tile_stored(0, z + b * H + n, H * 4);
-            _tile_stored(1, z + b * H + n + 16, H * 4);
-            _tile_stored(2, z + (b + 16) * H + n, H * 4);
-            _tile_stored(3, z + (b + 16) * H + n + 16, H * 4);
-        }
-    }
+    for (int64_t b = 0; b < B; b += 32)
+        for (int64_t n = 0; n < H; n += 32)
+            tiles_2x2(D / 32, x + b * D, 16 * D, D * 2, 32, W1c + n * 2, 32, H * 4, 32 * H, z + b * H + n, 16 * H, H * 4);
     for (int64_t i = 0; i < B * H; i++) z[i] = z[i] > 0.0f ? z[i] : 0.0f; /* ReLU: z is now h */
 
     /* layer 2, softmax, loss gradient dl = (softmax - onehot) * row weight */
@@ -258,27 +239,10 @@ static void step(int64_t D, int64_t H, int64_t C, int64_t B, const uint16_t *res
     float g[32 * 32];
     for (int64_t d = 0; d < D; d += 32) {
         for (int64_t n = 0; n < H; n += 32) {
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int64_t b = 0; b < B; b += 32) {
-                _tile_loadd(4, xT + d * B + b, B * 2);
-                _tile_loadd(5, xT + (d + 16) * B + b, B * 2);
-                _tile_loadd(6, dzv + (b / 2) * H * 2 + n * 2, H * 4);
-                _tile_loadd(7, dzv + (b / 2) * H * 2 + (n + 16) * 2, H * 4);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            _tile_stored(0, g, 32 * 4);
-            _tile_stored(1, g + 16, 32 * 4);
-            _tile_stored(2, g + 16 * 32, 32 * 4);
-            _tile_stored(3, g + 16 * 32 + 16, 32 * 4);
+            tiles_2x2(B / 32, xT + d * B, 16 * B, B * 2, 32, dzv + n * 2, 32, H * 4, 32 * H, g, 16 * 32, 32 * 4);
             for (int64_t r = 0; r < 32; r++) {
                 const int64_t off = (d + r) * H + n;
-                adam_run32(P1 + off, m1 + off, v1 + off, g + r * 32, a);
+                adam_run(32, P1 + off, m1 + off, v1 + off, g + r * 32, a);
             }
             for (int64_t r = 0; r < 32; r += 2)
                 pair_rows(32, P1 + (d + r) * H + n, P1 + (d + r + 1) * H + n, W1c + (d + r) * H + n * 2);
