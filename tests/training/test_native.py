@@ -229,3 +229,30 @@ def test_fused_path_same_seed_same_weights_and_models_independent(digits_split, 
     for u, v in zip(a[0].weights, changed[0].weights, strict=True):
         np.testing.assert_array_equal(u, v)  # model 0 unaffected by model 1's data
     assert not np.array_equal(a[1].weights[0], changed[1].weights[0])
+
+
+@needs_mlp1
+def test_fused_path_divergence_and_missing_kernels_raise_clear_errors(small_spec, fast_train, monkeypatch) -> None:
+    from miaudit.errors import TrainingError
+    from miaudit.training import batched
+
+    train = dataclasses.replace(fast_train, precision="bf16")
+    X = np.full((64, 64), 3e38, dtype=np.float32)  # inputs that overflow the first layer
+    y = np.arange(64) % 10
+    with pytest.raises(TrainingError, match=r"diverged .* model 0 .*lower the learning rate"):
+        train_batched(X, y, [np.arange(64)], seeds=[0], model=small_spec, train=train)
+    # planned for the fused path, then the library is gone (a worker in another process, say)
+    job = batched.ChunkJob(
+        pool=torch.zeros(4, 96, dtype=torch.bfloat16),
+        labels=torch.zeros(4, dtype=torch.int64),
+        train_sets=(np.arange(4),),
+        seeds=(0,),
+        positions=(0,),
+        model=small_spec,
+        train=train,
+        precision="bf16",
+        fused=True,
+    )
+    monkeypatch.setattr(batched, "load_mlp1", lambda: None)
+    with pytest.raises(TrainingError, match="one-hidden-layer steps were planned for but cannot be loaded"):
+        batched.train_chunk(job)
