@@ -814,11 +814,12 @@ def _train_fused(job: ChunkJob, k: int) -> MLPParams:
     D = job.pool.shape[1]
     gen = torch_generator(job.seeds[k], "train")
     (w1, w2), (b1, b2) = init_params(spec, gen)
-    P1 = torch.zeros(D, H)
-    P1[:F], P1[F] = w1, b1
+    W1 = torch.zeros(D, H)
+    W1[:F], W1[F] = w1, b1
     P2 = torch.cat([w2.T.reshape(-1), b2])  # W2 as (classes, hidden) rows, then the biases
     W1c = torch.empty(D // 2, H, 2, dtype=torch.bfloat16)
-    kernels.copy_weights(P1, W1c)
+    kernels.copy_weights(W1, W1c)
+    P1 = _blocks(W1, _TILE)  # the kernel's layout: 32 x 32 blocks, each contiguous
     state = (P1, torch.zeros_like(P1), torch.zeros_like(P1), W1c, P2, torch.zeros_like(P2), torch.zeros_like(P2))
     bf16 = torch.bfloat16
     scratch = (
@@ -846,11 +847,23 @@ def _train_fused(job: ChunkJob, k: int) -> MLPParams:
                 f"training diverged (non-finite weights) for model {job.positions[k]} after {t} steps; "
                 "lower the learning rate"
             )
+    W1 = _unblocks(P1, D, H, _TILE)
     return MLPParams(
         spec=spec,
-        weights=(P1[:F].numpy().copy(), P2[: C * H].view(C, H).T.contiguous().numpy()),
-        biases=(P1[F].numpy().copy(), P2[C * H :].numpy().copy()),
+        weights=(W1[:F].numpy().copy(), P2[: C * H].view(C, H).T.contiguous().numpy()),
+        biases=(W1[F].numpy().copy(), P2[C * H :].numpy().copy()),
     )
+
+
+def _blocks(w: torch.Tensor, t: int) -> torch.Tensor:
+    """(D, H) as contiguous t x t blocks, block row-major: shape (D/t, H/t, t, t)."""
+    D, H = w.shape
+    return w.view(D // t, t, H // t, t).permute(0, 2, 1, 3).contiguous()
+
+
+def _unblocks(b: torch.Tensor, D: int, H: int, t: int) -> torch.Tensor:
+    """The inverse of :func:`_blocks`: (D, H)."""
+    return b.permute(0, 2, 1, 3).reshape(D, H)
 
 
 def _dropout_masks(

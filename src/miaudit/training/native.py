@@ -146,10 +146,13 @@ class MLP1Kernels:
         weight_decay: float,
         n_classes: int,
     ) -> None:
-        """Adam steps ``t0 + 1 .. t0 + L`` on the L batches ``idx`` (L, B); ``state``: P1, m1, v1, W1c, P2, m2, v2."""
+        """Adam steps ``t0 + 1 .. t0 + L`` on the L batches ``idx`` (L, B).
+
+        ``state``: P1, m1, v1 (in 32 x 32 blocks), W1c, P2, m2, v2, as ``_native/mlp1.c`` lays them out.
+        """
         L, B = idx.shape
-        P1 = state[0]
-        D, H = P1.shape
+        W1c = state[3]  # (D/2, H, 2)
+        D, H = 2 * W1c.shape[0], W1c.shape[1]
         self.lib.miaudit_mlp1_train(
             D, H, n_classes, B, L,
             pool.data_ptr(), idx.data_ptr(), rw.data_ptr(), labels.data_ptr(),

@@ -16,7 +16,10 @@
  * in the pool) included; H (hidden width) and B (batch) multiples of 32; C classes.
  *   pool (n, D) bf16       records; idx (L, B) rows of each step's batch; rw (L, B) row weights
  *                          (1 / rows in the batch, 0 on padding rows); labels (L, B)
- *   P1, m1, v1 (D, H) f32  first layer weights (bias as row D_bias) and their Adam state
+ *   P1, m1, v1 f32         first layer weights W1 (D, H; the bias is the row of the ones column) and
+ *                          their Adam state, in 32 x 32 blocks, block (i, j) = W1[32i:32i+32, 32j:32j+32]
+ *                          stored contiguously at ((i * H/32) + j) * 1024: Adam streams each block
+ *                          in one run (the pair copy below is made from the plain (D, H) layout)
  *   W1c (D/2, H, 2) bf16   their bf16 copy in the tiles' pair layout: W1c[d/2][n][d%2] = W1[d][n]
  *   P2, m2, v2 (C*H + C)   output layer weights W2[c][n], then its biases, and Adam state
  * Scratch (per model, from the caller): x (B, D) bf16, xT (D, B) bf16, z (B, H) f32, dl (B, C) f32,
@@ -240,12 +243,10 @@ static void step(int64_t D, int64_t H, int64_t C, int64_t B, const uint16_t *res
     for (int64_t d = 0; d < D; d += 32) {
         for (int64_t n = 0; n < H; n += 32) {
             tiles_2x2(B / 32, xT + d * B, 16 * B, B * 2, 32, dzv + n * 2, 32, H * 4, 32 * H, g, 16 * 32, 32 * 4);
-            for (int64_t r = 0; r < 32; r++) {
-                const int64_t off = (d + r) * H + n;
-                adam_run(32, P1 + off, m1 + off, v1 + off, g + r * 32, a);
-            }
+            const int64_t blk = ((d / 32) * (H / 32) + n / 32) * 1024;
+            adam_run(1024, P1 + blk, m1 + blk, v1 + blk, g, a);
             for (int64_t r = 0; r < 32; r += 2)
-                pair_rows(32, P1 + (d + r) * H + n, P1 + (d + r + 1) * H + n, W1c + (d + r) * H + n * 2);
+                pair_rows(32, P1 + blk + r * 32, P1 + blk + (r + 1) * 32, W1c + (d + r) * H + n * 2);
         }
     }
 }
