@@ -409,7 +409,7 @@ def _run(
     # features, then a column of ones (layer 0's bias), then zero columns up to the fused path's width
     width = _round_up(model.n_features + 1, _TILE) if fused else model.n_features + 1
     pool = torch.zeros(len(used), width, dtype=dtype)
-    pool[:, : model.n_features] = shared_tensor(X[used])
+    pool[:, : model.n_features] = torch.index_select(shared_tensor(X), 0, torch.from_numpy(used))
     pool[:, model.n_features] = 1.0
     labels = torch.from_numpy(np.ascontiguousarray(y[used], dtype=np.int64))
 

@@ -14,7 +14,7 @@ Two libraries:
 
 How it is built
 ---------------
-The C file is compiled with the system's C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``;
+Each C file is compiled with the system's C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``;
 ``-O3 -march=native -ffp-contract=off``) into a shared library under the user cache
 (``$MIAUDIT_CACHE_DIR/native`` or ``platformdirs.user_cache_dir("miaudit")/native``), named by a
 hash of the source, the compiler, the flags and the CPU, and loaded with :mod:`ctypes` (calls
@@ -242,7 +242,8 @@ def _build_and_load(name: str) -> tuple[Any, str]:
             )
         ).hexdigest()[:20]
         why = ""
-        for directory in (_cache_dir(), Path(tempfile.gettempdir()) / f"miaudit-native-{os.getuid()}"):
+        user = os.getuid() if hasattr(os, "getuid") else os.getpid()
+        for directory in (_cache_dir(), Path(tempfile.gettempdir()) / f"miaudit-native-{user}"):
             path = directory / f"miaudit_{name}_{digest}.so"
             # a cached library that does not load (damaged, truncated) is built again in its place, once
             for attempt in ("cached", "rebuilt") if path.is_file() else ("rebuilt",):
