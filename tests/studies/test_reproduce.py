@@ -40,6 +40,8 @@ def test_run_directory_is_complete(tiny_run) -> None:
     assert manifest["status"] == "complete"
     assert manifest["seeds"] == [0, 1]
     assert {"total_s", "training_s", "attack_fit_s", "evaluation_s"} <= set(manifest["timings"])
+    assert {"cpu", "cores", "bf16_native", "native_kernels"} <= set(manifest["hardware"])
+    assert manifest["hardware"]["native_kernels"].startswith("adam ")  # says which kernels trained the models
     rows = list(csv.DictReader((out / "results.csv").open()))
     # 4 + 3 settings x 2 seeds, each with every metric
     assert len({(r["setting_id"], r["seed"]) for r in rows}) == 14

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 def hardware() -> dict[str, Any]:
-    """CPU model, cores, memory and whether the CPU has native bf16 units."""
+    """CPU model, cores, memory, whether the CPU has native bf16 units, and the engine's compiled kernels."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -50,14 +50,17 @@ def hardware() -> dict[str, Any]:
                 mem_gb = round(int(line.split()[1]) / 2**20, 1)
     except OSError:
         pass
-    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb}
-    try:
-        from miaudit.training.hardware import native_bf16
+    from miaudit.training.hardware import native_bf16
+    from miaudit.training.native import native_status
 
-        info["bf16_native"] = bool(native_bf16())
-    except ImportError:  # pragma: no cover - older builds without the batched engine
-        info["bf16_native"] = None
-    return info
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "bf16_native": bool(native_bf16()),
+        # which compiled kernels trained the models (results agree across settings to float rounding)
+        "native_kernels": native_status(),
+    }
 
 
 def reproduce(
