@@ -120,6 +120,13 @@ def test_build_is_cached_and_reused(fresh) -> None:
     again = native._build_and_load("adam")[0]
     assert again is not None and again.path == first.path and first.path.stat().st_mtime_ns == mtime
     assert not list(first.path.parent.glob(".build-*")), "temporary build files left behind"
+    # a build of another source version replaces the earlier library instead of piling up beside it
+    stale = first.path.with_name("miaudit_adam_00000000000000000000.so")
+    stale.write_bytes(b"an earlier build")
+    first.path.unlink()
+    rebuilt = native._build_and_load("adam")[0]
+    assert rebuilt is not None and rebuilt.path == first.path
+    assert not stale.exists()
 
 
 def _build_in_subprocess(cache: Path, tmp: Path) -> str:

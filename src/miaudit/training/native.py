@@ -19,8 +19,9 @@ Each C file is compiled with the system's C compiler (``$CC``, else ``cc``, ``gc
 (``$MIAUDIT_CACHE_DIR/native`` or ``platformdirs.user_cache_dir("miaudit")/native``), named by a
 hash of the source, the compiler, the flags and the CPU, and loaded with :mod:`ctypes` (calls
 release the GIL, so worker threads run kernels in parallel). The build takes well under a second,
-once per machine. The library is written to a temporary name and renamed, so concurrent processes
-never load a half-written file.
+once per machine and source version (a new build removes the library of the earlier one). The
+library is written to a temporary name and renamed, so concurrent processes never load a half-written
+file.
 
 Where there is no compiler, the build fails, or ``MIAUDIT_NATIVE=0`` is set, the engine uses the
 PyTorch operations instead: same arithmetic (to float32 rounding), slower. ``MIAUDIT_NATIVE=adam``
@@ -274,6 +275,11 @@ def _compile(cc: str, flags: tuple[str, ...], src: Path, path: Path) -> str:
         if proc.returncode != 0:
             return f"{cc} failed: {proc.stderr.strip()[-300:]}"
         Path(tmp).replace(path)
+        # builds of earlier sources or compilers are not needed any more (a process that has one open keeps
+        # its mapping; another installation needing one builds it again)
+        for old in directory.glob(path.name.rsplit("_", 1)[0] + "_*.so"):
+            if old != path:
+                old.unlink(missing_ok=True)
         return ""
     except (OSError, subprocess.SubprocessError) as exc:
         return f"{cc} failed: {exc}"
