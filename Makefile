@@ -2,6 +2,7 @@
 #   make demo   installs everything, then runs the main job
 #   make test   installs everything, then runs the test suite
 VENV ?= .venv
+BENCH_ARGS ?=
 BIN := $(VENV)/bin
 
 .PHONY: demo test setup lint bench clean
@@ -20,7 +21,7 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

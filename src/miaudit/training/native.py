@@ -228,7 +228,8 @@ def _build_and_load(name: str) -> tuple[Any, str]:
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"the C compiler {cc!r} does not run: {exc}"
     src = _SOURCES / f"{name}.c"
-    source = src.read_bytes()
+    # the source and the headers it may include: a change to either makes a new build
+    source = b"".join(path.read_bytes() for path in [src, *sorted(_SOURCES.glob("*.h"))])
     for arch in (("-march=native",), ()):
         flags = (*_FLAGS, *arch)
         digest = hashlib.sha256(

@@ -31,6 +31,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "adam_math.h"
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -89,17 +91,6 @@ static inline void tiles_2x2(int64_t nk, const uint16_t *a, int64_t a_half, int6
     _tile_stored(3, c + c_half + 16, c_stride);
 }
 
-static inline uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    return (uint16_t)(((u & 0x7FFFFFFFu) > 0x7F800000u) ? 0x7FC0u : rounded);
-}
-
-typedef struct {
-    float step_size, beta1, beta2, inv_bc2_sqrt, eps, weight_decay;
-} adam_t;
-
 static inline adam_t adam_scalars(int64_t t, float lr, float beta1, float beta2, float eps, float wd) {
     adam_t a;
     double bc1 = 1.0 - pow((double)beta1, (double)t), bc2 = 1.0 - pow((double)beta2, (double)t);
@@ -112,18 +103,10 @@ static inline adam_t adam_scalars(int64_t t, float lr, float beta1, float beta2,
     return a;
 }
 
-/* Adam on n contiguous values; returns nothing, updates p, m, v in place. */
+/* Adam on n contiguous values (adam_math.h), in place. */
 static inline void adam_run(int64_t n, float *restrict p, float *restrict m, float *restrict v,
                             const float *restrict g, adam_t a) {
-    const float c1 = 1.0f - a.beta1, c2 = 1.0f - a.beta2;
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] + a.weight_decay * p[i];
-        float mi = m[i] + c1 * (gi - m[i]);
-        float vi = v[i] * a.beta2 + gi * gi * c2;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = p[i] - a.step_size * mi / (sqrtf(vi) * a.inv_bc2_sqrt + a.eps);
-    }
+    for (int64_t i = 0; i < n; i++) p[i] = adam_element(p[i], g[i], m + i, v + i, a);
 }
 
 /* bf16 copy of two weight rows (d, d + 1), n values each, in the pair layout. */
