@@ -310,36 +310,43 @@ def data_info(
     except MiauditError as exc:
         _fail(exc)
     if json_out:
-        console.print_json(json.dumps(info))
+        console.print_json(json.dumps(info.to_dict()))
         return
-    console.print(f"Fashion-MNIST found in [bold]{info['directory']}[/]")
+    verdict = {True: "verified", False: "CHECKSUM MISMATCH", None: "not verified"}[info.checksums_ok]
+    console.print(f"Fashion-MNIST found in [bold]{info.directory}[/] ({verdict})", highlight=False)
     files = Table("file", "bytes", "sha256", title="files")
-    for name, f in info["files"].items():
-        ok = f.get("sha256_ok")
-        files.add_row(name, str(f.get("size_bytes")), "ok" if ok else ("not checked" if ok is None else "MISMATCH"))
+    for f in info.files:
+        check = "not checked" if f.sha256_ok is None else ("ok" if f.sha256_ok else "MISMATCH")
+        files.add_row(f.name, str(f.size_bytes), check)
     console.print(files)
-    per_class = Table("class", "name", "records", title=f"{info['n_records']['total']} records")
-    for row in info["per_class"]:
-        per_class.add_row(str(row["label"]), row["name"], str(row["count"]))
+    console.print(f"{info.n_total} records: {info.n_train} training, {info.n_test} test")
+    per_class = Table("class", "name", "records", title="records per class")
+    for c in info.records_per_class:
+        per_class.add_row(str(c.label), c.name, str(c.count))
     console.print(per_class)
 
 
 @data_app.command("fetch")
 def data_fetch(
     dest: Path | None = typer.Option(None, help="Folder to download into (default: the user cache)."),
-    url: str | None = typer.Option(None, help="Base URL of the official files."),
+    url: list[str] | None = typer.Option(
+        None,
+        "--base-url",
+        "--url",
+        help="Base URL of the official files; repeat to try several mirrors in order (default: the official ones).",
+    ),
     force: bool = typer.Option(False, help="Download even if valid files are present."),
 ) -> None:
     """Download the official Fashion-MNIST files into the cache, verifying their checksums."""
     from miaudit.data import fetch_fashion_mnist
-    from miaudit.data.fashion_mnist import DEFAULT_URL
+    from miaudit.data.fashion_mnist import MIRRORS
 
     def show(name: str, done: int, total: int | None) -> None:
         if total and done == total:
             err_console.print(f"downloaded {name} ({total} bytes)")
 
     try:
-        path = fetch_fashion_mnist(dest, base_url=url or DEFAULT_URL, force=force, progress=show)
+        path = fetch_fashion_mnist(dest, base_url=url or MIRRORS, force=force, progress=show)
     except MiauditError as exc:
         _fail(exc)
     console.print(f"Fashion-MNIST is in {path}")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -161,19 +162,44 @@ def test_cache_dir_env(places, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_info(places, fake_checksums, fake_writer, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_writer(places.cache)
     info = fm.fashion_mnist_info()
-    json.dumps(info)  # JSON-able
-    assert info["directory"] == str(places.cache.resolve())
-    assert [s["path"] for s in info["searched"]] == [str(places.cache), str(places.system)]
-    assert [s["used"] for s in info["searched"]] == [True, False]
-    assert info["n_records"] == {"train": N_TRAIN, "test": N_TEST, "total": N_TRAIN + N_TEST}
-    assert [c["count"] for c in info["records_per_class"]] == [4] * 10
-    assert info["records_per_class"][9]["name"] == "Ankle boot"
-    assert info["checksums_ok"] is True
-    assert all(f["sha256_ok"] and f["size_bytes"] > 0 for f in info["files"].values())
+    assert isinstance(info, fm.FashionMNISTInfo)
+    assert info.directory == str(places.cache.resolve())
+    assert [s.path for s in info.searched] == [str(places.cache), str(places.system)]
+    assert [s.used for s in info.searched] == [True, False]
+    assert [s.found for s in info.searched] == [True, False]
+    assert info.searched[1].missing == fm.FILES
+    assert (info.n_train, info.n_test, info.n_total) == (N_TRAIN, N_TEST, N_TRAIN + N_TEST)
+    assert [c.count for c in info.records_per_class] == [4] * 10
+    assert [c.label for c in info.records_per_class] == list(range(10))
+    assert info.records_per_class[9].name == "Ankle boot"
+    assert info.checksums_ok is True
+    assert [f.name for f in info.files] == list(fm.FILES)
+    assert all(f.sha256_ok and f.size_bytes == Path(f.path).stat().st_size > 0 for f in info.files)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.checksums_ok = False  # type: ignore[misc]
     monkeypatch.setitem(fm.SHA256, fm.TEST_IMAGES, "f" * 64)
     info = fm.fashion_mnist_info()  # mismatches are reported, not raised
-    assert info["files"][fm.TEST_IMAGES]["sha256_ok"] is False and info["checksums_ok"] is False
-    assert fm.fashion_mnist_info(verify=False)["checksums_ok"] is None
+    assert [f.sha256_ok for f in info.files] == [f.name != fm.TEST_IMAGES for f in info.files]
+    assert info.checksums_ok is False
+    unchecked = fm.fashion_mnist_info(verify=False)
+    assert unchecked.checksums_ok is None and all(f.sha256_ok is None for f in unchecked.files)
+
+
+def test_info_to_dict_is_json(places, fake_checksums, fake_writer) -> None:
+    fake_writer(places.cache)
+    info = fm.fashion_mnist_info()
+    d = json.loads(json.dumps(info.to_dict()))
+    assert d["dataset"] == "fashion-mnist" and d["directory"] == info.directory
+    assert d["n_records"] == {"train": N_TRAIN, "test": N_TEST, "total": N_TRAIN + N_TEST}
+    assert d["records_per_class"][9] == {"label": 9, "name": "Ankle boot", "count": 4}
+    assert list(d["files"]) == list(fm.FILES)
+    assert d["files"][fm.TRAIN_LABELS] == {
+        "path": str(places.cache / fm.TRAIN_LABELS),
+        "size_bytes": (places.cache / fm.TRAIN_LABELS).stat().st_size,
+        "sha256_ok": True,
+    }
+    assert d["searched"][1]["missing"] == list(fm.FILES) and d["searched"][0]["used"] is True
+    assert d["checksums_ok"] is True
 
 
 def test_info_nothing_found(places) -> None:
@@ -193,4 +219,5 @@ def test_real_data() -> None:
     assert float(ds.X.min()) == 0.0 and float(ds.X.max()) == 1.0
     assert np.bincount(ds.y).tolist() == [7000] * 10
     info = fm.fashion_mnist_info(REAL_DIR)  # hashes were memoised by the load
-    assert info["checksums_ok"] is True and info["n_records"]["total"] == 70000
+    assert info.checksums_ok is True and info.n_total == 70000
+    assert [c.count for c in info.records_per_class] == [7000] * 10

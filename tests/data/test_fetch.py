@@ -67,7 +67,8 @@ def server(tmp_path: Path, fake_checksums: dict[str, str], fake_writer) -> Itera
 
 
 def _leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".part"))
+    """Hidden temporary files left in ``directory`` (atomic writes use ``.<name>.<pid>.<token>.tmp``)."""
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(".") or p.name.endswith((".tmp", ".part")))
 
 
 def test_download(server: Server, tmp_path: Path, fake_checksums: dict[str, str]) -> None:

@@ -7,7 +7,8 @@ attacker's population.
 
 from __future__ import annotations
 
-from miaudit.data.datasets import DATASETS, Dataset, load_arrays, load_dataset, load_digits
+from miaudit.data.base import Dataset
+from miaudit.data.datasets import DATASETS, load_arrays, load_dataset, load_digits
 from miaudit.data.fashion_mnist import (
     CLASS_NAMES,
     default_cache_dir,
@@ -17,12 +18,14 @@ from miaudit.data.fashion_mnist import (
     locate_fashion_mnist,
 )
 from miaudit.data.idx import read_idx, write_idx
+from miaudit.data.info import FashionMNISTInfo
 from miaudit.data.splits import MembershipSplit, make_split, random_halves
 
 __all__ = [
     "CLASS_NAMES",
     "DATASETS",
     "Dataset",
+    "FashionMNISTInfo",
     "MembershipSplit",
     "default_cache_dir",
     "fashion_mnist_info",

@@ -22,19 +22,19 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import platformdirs
 
-from miaudit.data.datasets import Dataset
+from miaudit._io import atomic_path
+from miaudit.data.base import Dataset
 from miaudit.data.idx import GZIP_MAGIC, parse_idx, read_decompressed
+from miaudit.data.info import ClassCount, FashionMNISTInfo, FileInfo, SearchedPlace
 from miaudit.errors import ChecksumError, DataError
 
 __all__ = [
@@ -47,6 +47,10 @@ __all__ = [
     "SHA256",
     "SHAPES",
     "SYSTEM_DIR",
+    "ClassCount",
+    "FashionMNISTInfo",
+    "FileInfo",
+    "SearchedPlace",
     "default_cache_dir",
     "fashion_mnist_info",
     "fetch_fashion_mnist",
@@ -145,22 +149,18 @@ def _places() -> list[tuple[str, Path]]:
     return places
 
 
-def _search(data_dir: str | Path | None) -> tuple[Path | None, list[dict[str, Any]]]:
+def _search(data_dir: str | Path | None) -> tuple[Path | None, tuple[SearchedPlace, ...]]:
     """Return the first qualifying directory (or None) and a record of every place looked at."""
     places = [("data_dir argument (--data-dir)", Path(data_dir).expanduser())] if data_dir is not None else _places()
     chosen: Path | None = None
-    searched: list[dict[str, Any]] = []
+    searched: list[SearchedPlace] = []
     for label, directory in places:
         _, missing = _scan(directory)
         ok = not missing
         searched.append(
-            {
-                "place": label,
-                "path": str(directory),
-                "found": ok,
-                "used": ok and chosen is None,
-                "missing": missing,
-            }
+            SearchedPlace(
+                place=label, path=str(directory), found=ok, used=ok and chosen is None, missing=tuple(missing)
+            )
         )
         if ok and chosen is None:
             chosen = directory.resolve()
@@ -171,18 +171,18 @@ def _search(data_dir: str | Path | None) -> tuple[Path | None, list[dict[str, An
                 directory,
                 ", ".join(missing),
             )
-    return chosen, searched
+    return chosen, tuple(searched)
 
 
-def _describe(searched: list[dict[str, Any]]) -> str:
+def _describe(searched: Sequence[SearchedPlace]) -> str:
     lines = []
     for s in searched:
         state = (
             "found"
-            if s["found"]
-            else ("directory does not exist" if not Path(s["path"]).is_dir() else "missing " + ", ".join(s["missing"]))
+            if s.found
+            else ("directory does not exist" if not Path(s.path).is_dir() else "missing " + ", ".join(s.missing))
         )
-        lines.append(f"  - {s['place']}: {s['path']} ({state})")
+        lines.append(f"  - {s.place}: {s.path} ({state})")
     return "\n".join(lines)
 
 
@@ -342,7 +342,7 @@ def _load_cached(
     )
 
 
-def fashion_mnist_info(data_dir: str | Path | None = None, *, verify: bool = True) -> dict[str, Any]:
+def fashion_mnist_info(data_dir: str | Path | None = None, *, verify: bool = True) -> FashionMNISTInfo:
     """Describe the Fashion-MNIST files that would be used (for ``miaudit data info``).
 
     Parameters
@@ -350,15 +350,13 @@ def fashion_mnist_info(data_dir: str | Path | None = None, *, verify: bool = Tru
     data_dir : str or Path, optional
         As for :func:`locate_fashion_mnist`.
     verify : bool, default=True
-        Hash each file; without it ``sha256_ok`` is None.
+        Hash each file; without it every ``sha256_ok`` and ``checksums_ok`` are None.
 
     Returns
     -------
-    dict
-        JSON-able: ``directory``; ``searched`` (every place on the search path with ``found``,
-        ``used`` and ``missing``); ``files`` (per official name: ``path``, ``size_bytes``,
-        ``sha256_ok``); ``n_records`` (``train``, ``test``, ``total``); ``records_per_class`` (a list
-        of ``{"label", "name", "count"}``); ``checksums_ok`` (all files verified, or None).
+    FashionMNISTInfo
+        The directory, every place searched, the four files, record counts overall and per class;
+        :meth:`FashionMNISTInfo.to_dict` gives its JSON form.
 
     Raises
     ------
@@ -370,29 +368,32 @@ def fashion_mnist_info(data_dir: str | Path | None = None, *, verify: bool = Tru
     if directory is None:
         directory = locate_fashion_mnist(data_dir)  # raises the DataError listing every place searched
     found, _ = _scan(directory)
-    files: dict[str, dict[str, Any]] = {}
-    for name in FILES:
-        path = found[name]
-        ok = _sha256_decompressed(path) == SHA256[name] if verify else None
-        files[name] = {"path": str(path), "size_bytes": path.stat().st_size, "sha256_ok": ok}
+    files = tuple(
+        FileInfo(
+            name=name,
+            path=str(found[name]),
+            size_bytes=found[name].stat().st_size,
+            sha256_ok=_sha256_decompressed(found[name]) == SHA256[name] if verify else None,
+        )
+        for name in FILES
+    )
     counts = np.zeros(len(CLASS_NAMES), dtype=np.int64)
-    n_records = {}
-    for split, name in (("train", TRAIN_LABELS), ("test", TEST_LABELS)):
+    sizes: dict[str, int] = {}
+    for name in (TRAIN_LABELS, TEST_LABELS):
         labels = parse_idx(
             read_decompressed(found[name], hint=_FIX_CORRUPT), source=str(found[name]), hint=_FIX_CORRUPT
         )
-        n_records[split] = len(labels)
+        sizes[name] = len(labels)
         counts += np.bincount(labels, minlength=len(CLASS_NAMES))[: len(CLASS_NAMES)]
-    n_records["total"] = n_records["train"] + n_records["test"]
-    return {
-        "dataset": "fashion-mnist",
-        "directory": str(directory),
-        "searched": searched,
-        "files": files,
-        "n_records": n_records,
-        "records_per_class": [{"label": i, "name": c, "count": int(counts[i])} for i, c in enumerate(CLASS_NAMES)],
-        "checksums_ok": all(f["sha256_ok"] for f in files.values()) if verify else None,
-    }
+    return FashionMNISTInfo(
+        directory=str(directory),
+        searched=searched,
+        files=files,
+        n_train=sizes[TRAIN_LABELS],
+        n_test=sizes[TEST_LABELS],
+        records_per_class=tuple(ClassCount(label=i, name=c, count=int(counts[i])) for i, c in enumerate(CLASS_NAMES)),
+        checksums_ok=all(f.sha256_ok for f in files) if verify else None,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -401,36 +402,33 @@ def fashion_mnist_info(data_dir: str | Path | None = None, *, verify: bool = Tru
 
 def _download(
     url: str,
-    dest: Path,
+    out_path: Path,
     name: str,
     *,
     timeout: float,
     progress: Callable[[str, int, int | None], None] | None,
-) -> Path:
-    """Download ``url`` into a temp file in ``dest``; return its path (the caller renames or deletes)."""
+) -> None:
+    """Download ``url`` into ``out_path`` (a temporary path from :func:`~miaudit._io.atomic_path`)."""
     request = urllib.request.Request(url, headers={"User-Agent": "miaudit"})
-    fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            done = 0
+    with urllib.request.urlopen(request, timeout=timeout) as response, out_path.open("wb") as out:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        done = 0
+        if progress is not None:
+            progress(name, done, total)
+        while chunk := response.read(_CHUNK):
+            out.write(chunk)
+            done += len(chunk)
             if progress is not None:
                 progress(name, done, total)
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(name, done, total)
-            if total is not None and done != total:
-                raise OSError(f"connection closed after {done} of {total} bytes")
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
+        if total is not None and done != total:
+            raise OSError(f"connection closed after {done} of {total} bytes")
+        out.flush()
+        os.fsync(out.fileno())
+
+
+class _Rejected(Exception):
+    """A complete download whose contents are not the official file (internal to :func:`_fetch_one`)."""
 
 
 def fetch_fashion_mnist(
@@ -510,26 +508,27 @@ def _fetch_one(
         url = base.rstrip("/") + "/" + name
         logger.info("downloading %s", url)
         try:
-            tmp = _download(url, target.parent, name, timeout=timeout, progress=progress)
+            with atomic_path(target) as tmp:  # renamed into place only if verified
+                _download(url, tmp, name, timeout=timeout, progress=progress)
+                try:
+                    actual = _sha256_decompressed(tmp)
+                except DataError as exc:
+                    raise _Rejected(f"not a valid gzip stream ({exc.__cause__ or exc})") from exc
+                if actual != SHA256[name]:
+                    raise _Rejected(f"sha256 of the decompressed contents is {actual}, expected {SHA256[name]}")
+        except _Rejected as exc:
+            bad_checksum = True
+            failures.append(f"{url}: {exc}")
+            logger.warning("download of %s failed: %s", url, exc)
+            continue
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) if not isinstance(exc, urllib.error.HTTPError) else None
             failures.append(f"{url}: {reason or exc}")
             logger.warning("download of %s failed: %s", url, reason or exc)
             continue
-        try:
-            actual = _sha256_decompressed(tmp)
-            problem = f"sha256 of the decompressed contents is {actual}, expected {SHA256[name]}"
-        except DataError as exc:
-            actual, problem = "", f"not a valid gzip stream ({exc.__cause__ or exc})"
-        if actual == SHA256[name]:
-            tmp.replace(target)
-            _DIGESTS[_stat_key(target)] = actual
-            logger.info("%s: downloaded and verified", target)
-            return
-        tmp.unlink(missing_ok=True)
-        bad_checksum = True
-        failures.append(f"{url}: {problem}")
-        logger.warning("download of %s failed: %s", url, problem)
+        _DIGESTS[_stat_key(target)] = actual
+        logger.info("%s: downloaded and verified", target)
+        return
     details = "\n".join(f"  - {f}" for f in failures)
     if bad_checksum:
         raise ChecksumError(

@@ -13,13 +13,12 @@ from __future__ import annotations
 import gzip
 import logging
 import math
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from miaudit._io import atomic_write_bytes
 from miaudit.errors import DataError
 
 __all__ = [
@@ -236,13 +235,6 @@ def write_idx(path: str | Path, array: np.ndarray, *, compress: bool = True) -> 
     content = header + payload
     if compress:
         content = gzip.compress(content, mtime=0)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, content)
     logger.debug("wrote IDX %s: shape %s, dtype %s", path, array.shape, array.dtype)
     return path
