@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from miaudit._io import atomic_write_text
 from miaudit.errors import ConfigError
 from miaudit.report.document import Document
 from miaudit.report.figures import save_png
@@ -60,14 +60,6 @@ def build_document(source: Path | str) -> tuple[Document, Path]:
     return run_document(load_run(path)), path
 
 
-def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
 def write_report(doc: Document, out: Path, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
     """Write ``doc`` as ``report.html`` and/or ``report.md`` (figures in ``figures/`` beside it).
 
@@ -86,7 +78,7 @@ def write_report(doc: Document, out: Path, formats: Sequence[str] = FORMATS) -> 
     footer = f"Written by miaudit report on {stamp} from stored results; nothing was retrained or recomputed."
     written: dict[str, Path] = {}
     if "html" in fmts:
-        written["html"] = _atomic_write(folder / f"{stem}.html", render_html(doc, footer=footer))
+        written["html"] = atomic_write_text(folder / f"{stem}.html", render_html(doc, footer=footer))
     if "md" in fmts:
         fig_dir = folder / fig_dir_name
         names = set()
@@ -98,7 +90,7 @@ def write_report(doc: Document, out: Path, formats: Sequence[str] = FORMATS) -> 
                 if stale.name not in names:
                     stale.unlink()
         md = render_markdown(doc, figures_dir=fig_dir_name, footer=footer)
-        written["md"] = _atomic_write(folder / f"{stem}.md", md)
+        written["md"] = atomic_write_text(folder / f"{stem}.md", md)
     for kind, path in written.items():
         logger.info("wrote the %s report to %s", kind, path)
     return written

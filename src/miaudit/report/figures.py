@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 from scipy import stats
 
+from miaudit._io import atomic_write_bytes
 from miaudit.report.document import FigureBlock
 from miaudit.report.records import SummaryRow
 
@@ -382,11 +382,7 @@ def render_png(fig: Figure, *, dpi: int = 110) -> bytes:
 
 def save_png(png: bytes, path: Path) -> Path:
     """Write PNG bytes atomically (a temporary file, then a rename) and return ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(png)
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(path, png)
 
 
 # ------------------------------------------------------------------------ document blocks

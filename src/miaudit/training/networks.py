@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from miaudit._io import atomic_path
 from miaudit.errors import DataError
 from miaudit.training.specs import ModelSpec
 
@@ -26,7 +27,6 @@ __all__ = [
     "init_params",
     "mlp_logits",
     "params_from_module",
-    "predict_proba_many",
 ]
 
 _PREDICT_CHUNK = 8192
@@ -109,17 +109,15 @@ class MLPParams:
         return float(np.mean(self.logits(X).argmax(axis=1) == y)) if len(y) else float("nan")
 
     def save(self, path: str | Path) -> None:
-        """Save to a safetensors file (atomic: temp file then rename)."""
+        """Save to a safetensors file (atomic: temp file then rename; parent folders are created)."""
         import json
 
         from safetensors.numpy import save_file
 
         tensors = {f"w{i}": np.ascontiguousarray(w) for i, w in enumerate(self.weights)}
         tensors.update({f"b{i}": np.ascontiguousarray(b) for i, b in enumerate(self.biases)})
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"spec": json.dumps(self.spec.to_dict())})
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"spec": json.dumps(self.spec.to_dict())})
 
     @classmethod
     def load(cls, path: str | Path) -> MLPParams:
@@ -160,13 +158,6 @@ def params_from_module(module: nn.Sequential, spec: ModelSpec) -> MLPParams:
     weights = tuple(m.weight.detach().float().T.contiguous().numpy().copy() for m in linears)
     biases = tuple(m.bias.detach().float().numpy().copy() for m in linears)
     return MLPParams(spec=spec, weights=weights, biases=biases)
-
-
-def predict_proba_many(models: Sequence[MLPParams], X: np.ndarray) -> np.ndarray:
-    """ndarray of shape (n_models, n_samples, n_classes): every model's probabilities on X."""
-    if not models:
-        return np.empty((0, len(X), 0))
-    return np.stack([m.predict_proba(X) for m in models])
 
 
 def init_params(spec: ModelSpec, generator: torch.Generator) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
