@@ -21,7 +21,7 @@ from miaudit.metrics import (
     advantage,
     auc,
     balanced_accuracy,
-    best_accuracy_threshold,
+    best_threshold,
     bootstrap_ci,
     confusion,
     fpr_key,
@@ -92,6 +92,21 @@ def test_auc_matches_sklearn_and_negation(seed: int) -> None:
     s[::7] = s[1::7][: s[::7].size]  # a few ties
     assert auc(y, s) == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
     assert auc(y, -s) == pytest.approx(1.0 - skm.roc_auc_score(y, s), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [10, 11, 12, 13, 14])
+@pytest.mark.parametrize("decimals", [0, 1, 2])
+def test_auc_matches_sklearn_and_mann_whitney_with_heavy_ties(seed: int, decimals: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 400))
+    y = rng.random(n) < rng.uniform(0.1, 0.9)
+    y[:2] = (True, False)  # both classes present
+    s = np.round(rng.normal(size=n) + rng.uniform(0, 2) * y, decimals)  # decimals=0: a handful of values
+    assert len(np.unique(s)) < n  # there are ties
+    expected = skm.roc_auc_score(y, s)
+    assert auc(y, s) == pytest.approx(expected, abs=1e-12)
+    u = stats.mannwhitneyu(s[y], s[~y], alternative="two-sided").statistic
+    assert auc(y, s) == pytest.approx(u / (y.sum() * (~y).sum()), abs=1e-12)
 
 
 def test_auc_extremes_and_constant_scores() -> None:
@@ -264,25 +279,91 @@ def test_threshold_for_fpr_agrees_with_tpr_at_fpr(seed: int) -> None:
         assert recall(y, p) == tpr_at_fpr(y, s, level)
 
 
-def test_best_accuracy_threshold_hand_case() -> None:
+def _brute_force_best(y: np.ndarray, s: np.ndarray, objective: str) -> tuple[float, np.ndarray]:
+    """Best objective value over every candidate rule, and the decisions of the highest best threshold."""
+    n1, n0 = int(y.sum()), int((~y).sum())
+    best, decisions = -math.inf, np.zeros_like(y)
+    for c in np.r_[np.inf, np.unique(s)[::-1]]:  # from the highest threshold down
+        p = s >= c
+        tp, fp = int(np.count_nonzero(p & y)), int(np.count_nonzero(p & ~y))
+        value = tp / n1 - fp / n0 if objective == "balanced_accuracy" else (tp + n0 - fp) / (n1 + n0)
+        if value > best + 1e-12:
+            best, decisions = value, p
+    return best, decisions
+
+
+def test_best_threshold_hand_case() -> None:
     # accuracy of scores >= t on the hand case, (tp + tn) / 8:
     #   inf 4/8, 0.9 5/8, 0.8 6/8, 0.7 5/8, 0.5 5/8, 0.3 6/8, 0.2 5/8, 0.1 4/8
-    # best 6/8 at 0.8 and 0.3; ties go to the higher threshold
-    assert best_accuracy_threshold(Y, S) == 0.8
-    assert accuracy(Y, S >= 0.8) == 0.75
+    # best 6/8 at 0.8 and 0.3; ties go to the higher threshold; the threshold returned lies halfway
+    # between the lowest flagged score (0.8) and the highest unflagged one (0.7)
+    assert best_threshold(Y, S, objective="accuracy") == pytest.approx(0.75)
+    t, scores = best_threshold(Y, S, objective="accuracy"), S
+    assert accuracy(Y, scores >= t) == 0.75
+    # balanced classes: the same cut maximises TPR - FPR
+    assert best_threshold(Y, S) == pytest.approx(0.75)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_best_accuracy_threshold_is_best(seed: int) -> None:
-    y, s = random_case(seed)
-    t = best_accuracy_threshold(y, s)
-    best = accuracy(y, s >= t)
-    assert all(accuracy(y, s >= c) <= best for c in np.r_[s, np.inf])
+def test_best_threshold_balanced_by_hand() -> None:
+    # 3 members, 3 non-members; cutting between 0.7 and 0.5 gives TPR 2/3, FPR 0, as good as cutting
+    # between 0.4 and 0.2 (TPR 1, FPR 1/3): the tie goes to the higher threshold
+    y = np.array([1, 1, 0, 1, 0, 0], bool)
+    s = np.array([0.9, 0.7, 0.5, 0.4, 0.2, 0.1])
+    assert best_threshold(y, s) == pytest.approx(0.6)
 
 
-def test_best_accuracy_threshold_may_flag_nobody() -> None:
+def test_best_threshold_objectives_differ_when_classes_are_unbalanced() -> None:
+    # 2 members of 6. Balanced: flag 0.9..0.7 (TPR 1, FPR 1/4, advantage 3/4). Accuracy: flag 0.9
+    # alone (5 of 6 right) beats flagging 0.9..0.7 (5 of 6 too, but lower threshold)
+    y, s = np.array([1, 0, 1, 0, 0, 0], bool), np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    assert best_threshold(y, s) == pytest.approx(0.65)
+    assert best_threshold(y, s, objective="accuracy") == pytest.approx(0.85)
+
+
+@pytest.mark.parametrize("objective", ["balanced_accuracy", "accuracy"])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
+def test_best_threshold_equals_brute_force_search(seed: int, objective: str) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(10, 300))
+    y = rng.random(n) < rng.uniform(0.15, 0.85)
+    y[:2] = (True, False)
+    s = np.round(rng.normal(size=n) + rng.uniform(-0.5, 1.5) * y, int(rng.integers(0, 3)))  # ties
+    t = best_threshold(y, s, objective=objective)
+    best, decisions = _brute_force_best(y, s, objective)
+    p = s >= t
+    got = (np.mean(p[y]) - np.mean(p[~y])) if objective == "balanced_accuracy" else accuracy(y, p)
+    assert got == pytest.approx(best, abs=1e-12)
+    np.testing.assert_array_equal(p, decisions)  # the highest of equally good thresholds
+    # halfway between the flagged and the unflagged scores, so new scores are split at a gap
+    lowest_flagged = s[p].min() if p.any() else math.inf
+    highest_unflagged = s[~p].max() if (~p).any() else -math.inf
+    assert highest_unflagged < t <= lowest_flagged
+    if p.any() and (~p).any():
+        assert t == pytest.approx((lowest_flagged + highest_unflagged) / 2)
+
+
+def test_best_threshold_may_flag_nobody_or_everyone() -> None:
     # 1 member among 4, and it scores lowest: flagging nobody (3/4 correct) is best
-    assert best_accuracy_threshold([1, 0, 0, 0], [0.0, 1.0, 2.0, 3.0]) == math.inf
+    t = best_threshold([1, 0, 0, 0], [0.0, 1.0, 2.0, 3.0], objective="accuracy")
+    assert t > 3.0 and math.isfinite(t)
+    # 3 members among 4 and the non-member scores highest: flagging everyone (3/4 correct) is best
+    assert best_threshold([1, 1, 1, 0], [0.0, 1.0, 2.0, 3.0], objective="accuracy") == -1.0
+    # huge scores: "above the highest" still flags nobody (max + 1 would round back to max)
+    t = best_threshold([1, 0], [0.0, 1e300], objective="accuracy")
+    assert t > 1e300
+
+
+def test_best_threshold_between_adjacent_floats() -> None:
+    # no float lies strictly between the two scores: the threshold is the member's score itself
+    member, other = 1.0, float(np.nextafter(1.0, -np.inf))
+    t = best_threshold([1, 0], [member, other])
+    assert t == member and (np.array([member, other]) >= t).tolist() == [True, False]
+
+
+def test_fpr_levels() -> None:
+    assert metrics.FPR_LEVELS == (0.01, 0.001, 0.0)
+    record = membership_metrics(Y, S, threshold=0.5)
+    assert list(record["tpr_at_fpr"]) == [fpr_key(level) for level in metrics.FPR_LEVELS]
 
 
 # ---------------------------------------------------------------------------------------- records
@@ -446,7 +527,8 @@ def test_doctests() -> None:
         (advantage, ([0, 0], [1, 0]), r"advantage needs both members and non-members"),
         (threshold_for_fpr, ([0.1, np.nan], 0.1), r"nonmember_scores must be finite; got 1 NaN"),
         (threshold_for_fpr, ([0.1, 0.2], 2.0), r"fpr must be a false-positive rate within \[0, 1\]"),
-        (best_accuracy_threshold, ([1, 1], [0.1, 0.2]), r"best_accuracy_threshold needs both"),
+        (best_threshold, ([1, 1], [0.1, 0.2]), r"best_threshold needs both members and non-members"),
+        (best_threshold, ([1, 0], [0.1, np.inf]), r"scores must be finite"),
         (fpr_key, (-0.5,), r"level must be a false-positive rate within \[0, 1\]"),
         (mean_ci, ([],), r"values must not be empty"),
         (mean_ci, ([1.0, math.inf],), r"values must be finite; got 1 NaN or infinite"),
@@ -460,6 +542,11 @@ def test_value_errors(func, args, match) -> None:
         return
     with pytest.raises(ValueError, match=match):
         func(*args)
+
+
+def test_best_threshold_unknown_objective() -> None:
+    with pytest.raises(ValueError, match=r"objective must be one of 'balanced_accuracy', 'accuracy'; got 'f1'"):
+        best_threshold(Y, S, objective="f1")
 
 
 def test_membership_metrics_errors() -> None:

@@ -19,8 +19,7 @@ across seeds. This module never imports models or attacks.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -29,29 +28,30 @@ from scipy import stats
 
 __all__ = [
     "DEFAULT_FPR_LEVELS",
-    "METRIC_BOUNDS",
-    "MIN_INTERVAL_VALUES",
+    "FPR_LEVELS",
     "accuracy",
     "advantage",
     "auc",
     "balanced_accuracy",
-    "best_accuracy_threshold",
+    "best_threshold",
     "bootstrap_ci",
     "confusion",
     "fpr_key",
     "mean_ci",
     "membership_metrics",
-    "metric_bounds",
     "paired_difference_ci",
     "precision",
     "recall",
     "roc_curve",
-    "seeds_needed",
     "threshold_for_fpr",
     "tpr_at_fpr",
 ]
 
-DEFAULT_FPR_LEVELS: tuple[float, ...] = (0.01, 0.001, 0.0)
+#: The false-positive-rate levels every record reports TPR at (1%, 0.1% and no false positive at all);
+#: declared here once, studies and reports import it.
+FPR_LEVELS: tuple[float, ...] = (0.01, 0.001, 0.0)
+#: The same tuple under its earlier name.
+DEFAULT_FPR_LEVELS = FPR_LEVELS
 
 # Bootstrap index matrices are drawn in chunks of at most this many entries (8 bytes each).
 _BOOT_CHUNK_ENTRIES = 2**22
@@ -424,12 +424,21 @@ def threshold_for_fpr(nonmember_scores: ArrayLike, fpr: float) -> float:
     return float(np.nextafter(kth_largest, np.inf))
 
 
-def best_accuracy_threshold(is_member: ArrayLike, scores: ArrayLike) -> float:
-    """The threshold whose rule ``scores >= threshold`` has the highest accuracy on these samples.
+#: Objectives :func:`best_threshold` can maximise.
+THRESHOLD_OBJECTIVES: tuple[str, ...] = ("balanced_accuracy", "accuracy")
 
-    Candidates are ``inf`` (flag nobody) and each distinct score; ties go to the highest
-    threshold. Chosen on the evaluation data itself, it is an optimistic (oracle) choice: for an
-    honest attack pick the threshold on data the attacker holds.
+
+def best_threshold(is_member: ArrayLike, scores: ArrayLike, *, objective: str = "balanced_accuracy") -> float:
+    """The threshold whose rule ``scores >= threshold`` maximises ``objective`` on these samples.
+
+    The candidates are every cut of the sorted scores: flag nobody, flag the records with the highest
+    distinct score, the two highest, ..., flag everyone. Ties go to the higher threshold (fewer
+    records flagged). The threshold returned lies halfway between the lowest flagged score and the
+    highest unflagged one, so that it also separates scores not seen here; flagging nobody gives
+    a threshold above the highest score, flagging everyone ``min(scores) - 1``.
+
+    Attacks calibrate their threshold with it on data the attacker holds (shadow or reference
+    models). Chosen on the evaluation data itself, it is an optimistic (oracle) choice.
 
     Parameters
     ----------
@@ -437,19 +446,42 @@ def best_accuracy_threshold(is_member: ArrayLike, scores: ArrayLike) -> float:
         True membership, bool or 0/1. Both classes must be present.
     scores : array-like of shape (n_samples,)
         Finite attack scores, higher meaning "more likely a member".
+    objective : {"balanced_accuracy", "accuracy"}, default="balanced_accuracy"
+        ``"balanced_accuracy"``: maximise ``TPR - FPR`` (class sizes do not matter), compared in
+        exact integers ``tp * n_nonmembers - fp * n_members`` so that equal values tie.
+        ``"accuracy"``: maximise the number of correct decisions, ``tp - fp``.
 
     Returns
     -------
     float
 
+    Raises
+    ------
+    ValueError
+        For an unknown ``objective``, or invalid ``is_member``/``scores`` (see the module docstring).
+
     Examples
     --------
-    >>> best_accuracy_threshold([1, 1, 0, 1, 0], [0.9, 0.8, 0.6, 0.4, 0.2])
-    0.8
+    >>> y, s = [1, 0, 1, 0, 0, 0], [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    >>> best_threshold(y, s)  # flag 0.9, 0.8, 0.7: TPR 1, FPR 1/4
+    0.6499999999999999
+    >>> best_threshold(y, s, objective="accuracy")  # flag 0.9 alone: 5 of 6 right
+    0.8500000000000001
     """
-    y, s, _, n0 = _check_scored(is_member, scores, "best_accuracy_threshold")
-    fps, tps, thresholds = _roc_counts(y, s)
-    return float(thresholds[int(np.argmax(tps + n0 - fps))])
+    if objective not in THRESHOLD_OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(map(repr, THRESHOLD_OBJECTIVES))}; got {objective!r}")
+    y, s, n1, n0 = _check_scored(is_member, scores, "best_threshold")
+    fps, tps, cuts = _roc_counts(y, s)  # cut 0: nobody; cut k: scores >= k-th highest distinct score
+    gain = tps * n0 - fps * n1 if objective == "balanced_accuracy" else tps - fps
+    k = int(np.argmax(gain))  # the first maximum: the highest threshold
+    top, bottom = float(cuts[1]), float(cuts[-1])
+    if k == 0:
+        return max(top + 1.0, float(np.nextafter(top, np.inf)))
+    if k == len(cuts) - 1:
+        return bottom - 1.0
+    flagged, unflagged = float(cuts[k]), float(cuts[k + 1])
+    middle = flagged / 2.0 + unflagged / 2.0  # no overflow; equals (a + b) / 2 wherever that is finite
+    return middle if unflagged < middle <= flagged else flagged
 
 
 # ------------------------------------------------------------------------------------- records
@@ -459,7 +491,7 @@ def membership_metrics(
     *,
     threshold: float | None = None,
     predictions: ArrayLike | None = None,
-    fpr_levels: Sequence[float] = DEFAULT_FPR_LEVELS,
+    fpr_levels: Sequence[float] = FPR_LEVELS,
 ) -> dict[str, Any]:
     """Every metric of one attack on one target, as a JSON-able record of plain ints and floats.
 
@@ -507,7 +539,7 @@ def membership_metrics(
         raise ValueError(
             "membership_metrics needs hard decisions for accuracy, precision, recall and advantage: "
             "pass threshold=... (members are scores >= threshold; see threshold_for_fpr and "
-            "best_accuracy_threshold) or predictions=...; got neither"
+            "best_threshold) or predictions=...; got neither"
         )
     levels, _ = _fpr_levels(fpr_levels, "fpr_levels")
     tp = int(np.count_nonzero(y & p))
@@ -609,76 +641,17 @@ def bootstrap_ci(
     return point, float(low), float(high)
 
 
-#: Fewest values from which :func:`mean_ci` states an interval. With two values the spread rests on
-#: one degree of freedom: the t quantile is 12.7 and the standard deviation's own 95% range spans a
-#: factor of about 70 (chi-square with 1 df), so an "interval" from two seeds says nothing reliable.
-MIN_INTERVAL_VALUES = 3
-
-#: The range of each bounded metric of this module; :func:`mean_ci` clips to it when given
-#: ``bounds=metric_bounds(name)``. Rates and AUC lie in [0, 1]; ``advantage`` (TPR - FPR) in [-1, 1].
-#: Unbounded: counts (``n_members``), differences between settings, and anything not listed here.
-METRIC_BOUNDS: Mapping[str, tuple[float, float]] = MappingProxyType(
-    {
-        "accuracy": (0.0, 1.0),
-        "precision": (0.0, 1.0),
-        "recall": (0.0, 1.0),
-        "balanced_accuracy": (0.0, 1.0),
-        "auc": (0.0, 1.0),
-        "tpr_at_fpr": (0.0, 1.0),
-        "advantage": (-1.0, 1.0),
-    }
-)
-
-# No finite number of seeds is reported above this (the gap to close is then negligible against the spread).
-_MAX_SEEDS = 10**9
-
-
-def metric_bounds(name: str) -> tuple[float, float] | None:
-    """The range of a metric of this module, or None when it is unbounded or unknown.
-
-    TPR at a fixed FPR is bounded under any of its record names (``tpr_at_fpr``,
-    ``tpr_at_fpr_0.01``, ``tpr_at_fpr[0.001]``).
-
-    >>> metric_bounds("auc"), metric_bounds("tpr_at_fpr_0.01"), metric_bounds("advantage"), metric_bounds("n_members")
-    ((0.0, 1.0), (0.0, 1.0), (-1.0, 1.0), None)
-    """
-    if name.startswith("tpr_at_fpr"):
-        return METRIC_BOUNDS["tpr_at_fpr"]
-    return METRIC_BOUNDS.get(name)
-
-
-def _check_bounds(bounds: object) -> tuple[float, float]:
-    try:
-        lo, hi = cast(Sequence[float], bounds)
-    except (TypeError, ValueError):
-        raise TypeError(f"bounds must be a pair (low, high), e.g. (0.0, 1.0) for a rate; got {bounds!r}") from None
-    lo_f, hi_f = _check_real(lo, "bounds[0]"), _check_real(hi, "bounds[1]")
-    if not lo_f < hi_f:  # also rejects NaN
-        raise ValueError(f"bounds must satisfy low < high, e.g. (0.0, 1.0) for a rate; got {bounds!r}")
-    return lo_f, hi_f
-
-
-def _t_quantile(n: int, conf: float) -> float:
-    """The two-sided Student's t quantile for ``n`` values (``n - 1`` degrees of freedom)."""
-    return float(stats.t.ppf((1.0 + conf) / 2.0, n - 1))
-
-
-def _t_interval(x: NDArray[np.float64], conf: float, *, min_n: int = 2) -> tuple[float, float, float, float]:
-    """(mean, std, low, high) of a Student's t interval.
-
-    ``std`` is NaN for fewer than 2 values; ``low`` and ``high`` are NaN for fewer than ``min_n``.
-    """
+def _t_interval(x: NDArray[np.float64], conf: float) -> tuple[float, float, float, float]:
+    """(mean, std, low, high) of a Student's t interval; std/low/high NaN when ``x`` has one value."""
     mean = float(x.mean())
-    std = float(x.std(ddof=1)) if x.size >= 2 else math.nan
-    if x.size < max(2, min_n):
-        return mean, std, math.nan, math.nan
-    half = _t_quantile(x.size, conf) * std / math.sqrt(x.size)
+    if x.size < 2:
+        return mean, math.nan, math.nan, math.nan
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf((1.0 + conf) / 2.0, x.size - 1)) * std / math.sqrt(x.size)
     return mean, std, mean - half, mean + half
 
 
-def mean_ci(
-    values: Sequence[float] | ArrayLike, *, level: float = 0.95, bounds: tuple[float, float] | None = None
-) -> dict[str, float | int]:
+def mean_ci(values: Sequence[float] | ArrayLike, *, level: float = 0.95) -> dict[str, float | int]:
     """Mean of a metric across seeds with a Student's t confidence interval.
 
     Parameters
@@ -687,87 +660,22 @@ def mean_ci(
         One finite value per independent run (seed).
     level : float, default=0.95
         Confidence level, strictly between 0 and 1.
-    bounds : (float, float), optional
-        The metric's range, e.g. ``metric_bounds("auc")`` (see :data:`METRIC_BOUNDS`). The interval
-        is clipped to it, so it never claims values the metric cannot take; every value must lie
-        within it.
 
     Returns
     -------
     dict
-        ``mean``, ``low``, ``high``, ``std`` (sample standard deviation, ``ddof=1``) and ``n``.
-        With fewer than :data:`MIN_INTERVAL_VALUES` (3) values no interval is claimed: ``low`` and
-        ``high`` are NaN; with a single value ``std`` is NaN too.
+        ``mean``, ``low``, ``high``, ``std`` (sample standard deviation, ``ddof=1``) and ``n``. With
+        a single value there is no spread to estimate: ``std``, ``low`` and ``high`` are NaN.
 
     Examples
     --------
     >>> r = mean_ci([0.6, 0.6, 0.6])
     >>> r["mean"], r["low"], r["high"], r["std"], r["n"]
     (0.6, 0.6, 0.6, 0.0, 3)
-    >>> r = mean_ci([0.70, 0.95])  # two seeds: no interval
-    >>> round(r["mean"], 3), r["low"], r["high"], r["n"]
-    (0.825, nan, nan, 2)
-    >>> r = mean_ci([0.90, 0.99, 1.0], bounds=(0.0, 1.0))  # unclipped: [0.827, 1.100]
-    >>> round(r["low"], 4), r["high"]
-    (0.8265, 1.0)
     """
     x = _check_scores(values, "values")
-    conf = _check_confidence(level)
-    lim = None if bounds is None else _check_bounds(bounds)
-    if lim is not None and (x.min() < lim[0] or x.max() > lim[1]):
-        raise ValueError(
-            f"values must lie within bounds {lim}; got values from {float(x.min())!r} to {float(x.max())!r}: "
-            "pass the metric's own range (metric_bounds(name)) or bounds=None"
-        )
-    mean, std, low, high = _t_interval(x, conf, min_n=MIN_INTERVAL_VALUES)
-    if lim is not None and math.isfinite(low):
-        low, high = max(lim[0], low), min(lim[1], high)
+    mean, std, low, high = _t_interval(x, _check_confidence(level))
     return {"mean": mean, "low": low, "high": high, "std": std, "n": int(x.size)}
-
-
-def seeds_needed(std: float, gap: float, *, level: float = 0.95) -> int | None:
-    """Fewest seeds whose expected t-interval half-width is below ``gap``.
-
-    The smallest ``n >= MIN_INTERVAL_VALUES`` with ``t(n - 1) * std / sqrt(n) < gap``, where
-    ``t(n - 1)`` is the two-sided Student's t quantile at ``level``: with the spread taken as
-    ``std``, an interval around a mean that lies ``gap`` from a boundary would then clear it. A
-    planning estimate (it treats the observed ``std`` as the truth), not a power calculation.
-
-    Parameters
-    ----------
-    std : float
-        Standard deviation of one seed's value (e.g. of the per-seed differences), at least 0.
-    gap : float
-        Distance the half-width must stay under.
-    level : float, default=0.95
-        Confidence level, strictly between 0 and 1.
-
-    Returns
-    -------
-    int or None
-        None when no number of seeds would do: ``gap <= 0``, ``std`` NaN, or more than 10**9 needed.
-
-    Examples
-    --------
-    >>> seeds_needed(0.01, 0.012)  # n = 5: 2.776 * 0.01 / sqrt(5) = 0.0124; n = 6: 2.571 * 0.01 / sqrt(6) = 0.0105
-    6
-    >>> seeds_needed(0.0, 0.001), seeds_needed(0.01, 0.0)
-    (3, None)
-    """
-    s, g = _check_real(std, "std"), _check_real(gap, "gap")
-    conf = _check_confidence(level)
-    if s < 0:
-        raise ValueError(f"std must be a standard deviation, at least 0; got {std!r}")
-    if not (math.isfinite(s) and g > 0):
-        return None
-    z = float(stats.norm.ppf((1.0 + conf) / 2.0))
-    start = (z * s / g) ** 2  # the normal quantile is below t: no smaller n can qualify
-    if start > _MAX_SEEDS:
-        return None
-    n = max(MIN_INTERVAL_VALUES, math.ceil(start))
-    while _t_quantile(n, conf) * s / math.sqrt(n) >= g:
-        n += 1
-    return n if n <= _MAX_SEEDS else None
 
 
 def paired_difference_ci(

@@ -11,7 +11,6 @@ from scipy import stats
 
 from miaudit.attacks import signals
 from miaudit.attacks.signals import (
-    balanced_threshold,
     complement,
     confidence,
     cross_entropy,
@@ -25,14 +24,12 @@ from miaudit.attacks.signals import (
     modified_entropy,
     out_statistics,
     pooled_std,
-    rank_auc,
     rmia_offline_pr,
     rmia_offline_score,
     rmia_ratio,
     rmia_scores,
 )
 from miaudit.errors import DataError
-from miaudit.metrics import auc
 
 
 def test_doctests_hold() -> None:
@@ -189,25 +186,18 @@ def test_rmia_argument_errors() -> None:
 
 
 # ------------------------------------------------------------------------------- thresholds, AUC
-def test_balanced_threshold_by_hand() -> None:
-    # 3 members, 3 non-members; cutting between 0.7 and 0.5 gives TPR 2/3, FPR 0, as good as cutting
-    # between 0.4 and 0.2 (TPR 1, FPR 1/3): the tie goes to the higher threshold
-    y = np.array([1, 1, 0, 1, 0, 0], bool)
-    s = np.array([0.9, 0.7, 0.5, 0.4, 0.2, 0.1])
-    assert balanced_threshold(y, s) == pytest.approx(0.6)
-    # the threshold maximises TPR - FPR among all cuts
-    rng = np.random.default_rng(3)
-    y = rng.random(400) < 0.4
-    s = rng.normal(size=400) + y
-    t = balanced_threshold(y, s)
-    best = max(np.mean(s[y] >= c) - np.mean(s[~y] >= c) for c in np.unique(s))
-    assert np.mean(s[y] >= t) - np.mean(s[~y] >= t) == pytest.approx(best)
-    with pytest.raises(DataError, match="needs members and non-members; got 2 and 0"):
-        balanced_threshold(np.ones(2, bool), np.ones(2))
+def test_attacks_tune_with_the_metrics_functions() -> None:
+    """One AUC and one best-threshold search: the attacks use miaudit.metrics, signals has no copies."""
+    import ast
+    from pathlib import Path
 
+    import miaudit.attacks as attacks_pkg
 
-def test_rank_auc_equals_metrics_auc() -> None:
-    rng = np.random.default_rng(4)
-    y = rng.random(300) < 0.5
-    s = np.round(rng.normal(size=300) + y, 1)  # with ties
-    assert rank_auc(y, s) == pytest.approx(auc(y, s))
+    assert not hasattr(signals, "rank_auc") and not hasattr(signals, "balanced_threshold")
+    folder = Path(attacks_pkg.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        assert not names & {"rank_auc", "auc", "balanced_threshold", "best_threshold"}, path.name
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert "rankdata" not in imported, f"{path.name} ranks scores itself; use miaudit.metrics.auc"

@@ -39,18 +39,17 @@ import numpy as np
 from miaudit.attacks.base import Attack, AttackerKnowledge, ProgressCallback
 from miaudit.attacks.registry import register_attack
 from miaudit.attacks.signals import (
-    balanced_threshold,
     in_out_statistics,
     lira_offline_score,
     lira_online_score,
     logit_confidence,
     out_statistics,
     pooled_std,
-    rank_auc,
     true_class_probability,
 )
 from miaudit.data.splits import random_halves
 from miaudit.errors import ConfigError, DataError
+from miaudit.metrics import auc, best_threshold
 from miaudit.seeding import check_seed, derive_seed, make_rng
 from miaudit.targets.base import Target
 from miaudit.training.networks import MLPParams
@@ -376,8 +375,8 @@ class LiRAOfflineAttack(ReferenceAttack):
         self.global_std_ = pooled_std(phi_ref, np.ones_like(phi_ref, dtype=bool)) if fix else None
         mu, sd = out_statistics(phi_ref, global_std=self.global_std_)
         s = lira_offline_score(logit_confidence(refs.pseudo_target.predict_proba(Xt), yt), mu, sd)
-        self.threshold_ = balanced_threshold(member, s)
-        self.tuning_auc_ = rank_auc(member, s)
+        self.threshold_ = best_threshold(member, s)
+        self.tuning_auc_ = auc(member, s)
         self.models_ = refs.models
         self.fix_variance_ = fix
         self.n_classes_ = knowledge.n_classes

@@ -26,8 +26,9 @@ import numpy as np
 from miaudit.attacks.base import AttackerKnowledge, ProgressCallback
 from miaudit.attacks.lira import ReferenceAttack, _check_positive_int, reference_probabilities, train_offline_references
 from miaudit.attacks.registry import register_attack
-from miaudit.attacks.signals import balanced_threshold, rank_auc, rmia_offline_score, true_class_probability
+from miaudit.attacks.signals import rmia_offline_score, true_class_probability
 from miaudit.errors import ConfigError
+from miaudit.metrics import auc, best_threshold
 from miaudit.targets.base import Target
 
 __all__ = ["A_GRID", "DEFAULT_Z_SIZE", "RMIAAttack"]
@@ -141,12 +142,12 @@ class RMIAAttack(ReferenceAttack):
         p_z = true_class_probability(refs.pseudo_target.predict_proba(X[z]), y[z])
         grid = A_GRID if self.offline_a is None else (float(self.offline_a),)
         scores = {a: rmia_offline_score(p_t, mean_out_t, p_z, mean_out_z, a=a, gamma=self.gamma) for a in grid}
-        aucs = {a: rank_auc(member, s) for a, s in scores.items()}
+        aucs = {a: auc(member, s) for a, s in scores.items()}
         best = max(grid, key=lambda a: aucs[a])  # the first of equal maxima
         logger.info("RMIA: a = %.1f (pseudo-target AUC %.4f)", best, aucs[best])
         self.a_ = best
         self.tuning_auc_ = aucs
-        self.threshold_ = balanced_threshold(member, scores[best])
+        self.threshold_ = best_threshold(member, scores[best])
         self.models_ = refs.models
         self.z_X_ = X[z]
         self.z_y_ = y[z]

@@ -10,7 +10,8 @@ Per-record signals from a model's probability vectors:
 Statistics of the attacks: :func:`gaussian_logpdf`, :func:`in_out_statistics` and
 :func:`out_statistics` (per-record Gaussian fits over reference models, with an optional global
 variance), :func:`lira_online_score`, :func:`lira_offline_score`, :func:`rmia_offline_pr` and
-:func:`rmia_scores` (Zarifzadeh et al. 2024), and :func:`balanced_threshold`.
+:func:`rmia_scores` (Zarifzadeh et al. 2024). The AUC and the best-threshold search that attacks use
+to tune themselves are :func:`miaudit.metrics.auc` and :func:`miaudit.metrics.best_threshold`.
 
 Precision: a confident model puts ``p_y`` within 1e-16 of 1, where ``1 - p_y`` computed by
 subtraction is 0. Every function here computes ``1 - p_i`` as the sum of the *other* entries of
@@ -24,12 +25,10 @@ import math
 
 import numpy as np
 from scipy.special import log_ndtr, logsumexp
-from scipy.stats import rankdata
 
 from miaudit.errors import DataError
 
 __all__ = [
-    "balanced_threshold",
     "complement",
     "confidence",
     "cross_entropy",
@@ -43,7 +42,6 @@ __all__ = [
     "modified_entropy",
     "out_statistics",
     "pooled_std",
-    "rank_auc",
     "rmia_offline_pr",
     "rmia_offline_score",
     "rmia_ratio",
@@ -444,59 +442,3 @@ def rmia_offline_score(
     array([0.5])
     """
     return rmia_scores(rmia_ratio(p_x, mean_out_x, a), rmia_ratio(p_z, mean_out_z, a), gamma=gamma)
-
-
-# ------------------------------------------------------------------------------------ thresholds
-def rank_auc(is_member: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (ties count one half), from ranks: for tuning inside attacks.
-
-    >>> rank_auc(np.array([1, 1, 0, 0], bool), np.array([0.9, 0.5, 0.5, 0.1]))
-    0.875
-    """
-    y = np.asarray(is_member, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        raise DataError(f"an AUC needs members and non-members; got {n1} and {n0}")
-    ranks = rankdata(s)
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
-def balanced_threshold(is_member: np.ndarray, scores: np.ndarray) -> float:
-    """The threshold ``t`` maximising balanced accuracy of the decisions ``scores >= t``.
-
-    Among the cuts between consecutive distinct scores, the one maximising ``TPR - FPR``; ``t`` is
-    the midpoint of the cut, so that it generalises to scores not seen here. Ties go to the higher
-    threshold.
-
-    Parameters
-    ----------
-    is_member : ndarray of shape (n_samples,), bool
-        Membership on the calibration data (the attacker's own models), both classes present.
-    scores : ndarray of shape (n_samples,)
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> balanced_threshold(np.array([1, 1, 0, 1, 0], bool), np.array([0.9, 0.8, 0.6, 0.4, 0.2]))
-    0.7
-    """
-    y = np.asarray(is_member, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
-    if y.shape != s.shape or y.ndim != 1:
-        raise DataError(f"is_member and scores must have the same 1-d shape; got {y.shape}, {s.shape}")
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        raise DataError(f"calibration needs members and non-members; got {n1} and {n0}")
-    order = np.argsort(-s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    distinct = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s) - 1]  # last index of each score value
-    tp = np.cumsum(y_sorted)[distinct]
-    fp = np.cumsum(~y_sorted)[distinct]
-    k = int(np.argmax(tp * n0 - fp * n1))  # TPR - FPR in exact integers, so ties are ties
-    if k + 1 < len(distinct):
-        return float((s_sorted[distinct[k]] + s_sorted[distinct[k + 1]]) / 2.0)
-    return float(s_sorted[-1] - 1.0)  # everyone a member

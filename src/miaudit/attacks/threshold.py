@@ -24,13 +24,13 @@ import numpy as np
 from miaudit.attacks.registry import register_attack
 from miaudit.attacks.shadow import ShadowData, ShadowTrainedAttack
 from miaudit.attacks.signals import (
-    balanced_threshold,
     cross_entropy,
     entropy,
     logit_confidence,
     modified_entropy,
 )
 from miaudit.errors import ConfigError
+from miaudit.metrics import best_threshold
 from miaudit.seeding import check_seed
 
 __all__ = [
@@ -147,7 +147,7 @@ class ThresholdAttack(ShadowTrainedAttack):
         n_classes = data.probs.shape[1]
         s = membership_signal(self.signal, data.probs, data.labels)
         member = np.asarray(data.is_member, dtype=bool)
-        global_t = balanced_threshold(member, s)
+        global_t = best_threshold(member, s)
         thresholds = np.full(n_classes, global_t)
         if per_class:
             for c in range(n_classes):
@@ -161,7 +161,7 @@ class ThresholdAttack(ShadowTrainedAttack):
                         n_out,
                     )
                     continue
-                thresholds[c] = balanced_threshold(member[rows], s[rows])
+                thresholds[c] = best_threshold(member[rows], s[rows])
         self.thresholds_ = thresholds
         self.global_threshold_ = global_t
         self.per_class_ = per_class
