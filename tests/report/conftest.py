@@ -1,16 +1,24 @@
-"""Synthetic stored results in the format of docs/run-format.md, for the report tests.
+"""Run directories in the format of docs/run-format.md (format 2), written by the tests themselves.
 
-``write_run`` writes a small but complete ``miaudit reproduce`` run directory: all six studies,
-a few seeds, plausible numbers (overfitting raises the attack's AUC, dropout and more training
-data lower it), and per-record scores drawn from two normal distributions. The metrics in
-results.csv are computed from those scores, so tables, ROC curves and histograms agree.
+``write_run`` writes a complete run directory from a list of settings: results.csv, summary.csv,
+findings.json, scores/<setting_id>.npz and manifest.json, as `miaudit reproduce`, `miaudit compare
+--out` and `miaudit attack --out` write them. Numbers are plausible (overfitting and a stronger
+attack raise the AUC; dropout and more training data lower it) and consistent: each seed's metrics
+in results.csv are computed from the very scores stored in scores/, and summary.csv aggregates
+results.csv. Every draw comes from a generator seeded by (seed, setting), so runs are reproducible.
+
+Fixtures: ``run_dir`` (the six studies of the seed paper, 3 seeds, with findings), ``repro_run``
+(two studies, one of which varies the attack, with findings), ``compare_run`` (3 attacks x 3 seeds),
+``attack_run`` (one attack, one seed), and ``broken_run`` (a private copy of ``repro_run`` to damage).
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,16 +26,35 @@ from typing import Any
 import numpy as np
 import pytest
 
-from miaudit.metrics import mean_ci, membership_metrics
+from miaudit.metrics import membership_metrics
 from miaudit.report import build_report
 
 ATTACK_MODELS = ("lr", "tree", "linear-svm", "rbf-svm")
-BASE = {"attack_model": "linear-svm", "n_shadows": 6, "target_size": 3000, "classes": 10, "arch": "simple"}
+BASE = {
+    "attack": "shokri",
+    "attack_model": "linear-svm",
+    "n_shadows": 6,
+    "target_size": 3000,
+    "classes": 10,
+    "arch": "simple",
+}
+SETTING_COLS = ("attack", "attack_model", "n_shadows", "target_size", "classes", "arch", "shadow_arch")
+RESULT_COLS = ("study", "setting_id", "seed", *SETTING_COLS, "metric", "value")
+SUMMARY_COLS = ("study", "setting_id", *SETTING_COLS, "metric", "mean", "low", "high", "std", "n", "paper")
+#: How well each attack separates members (relative to the Shokri attack), and its cost.
+ATTACKS: dict[str, dict[str, Any]] = {
+    "shokri": {"strength": 1.0, "attack_model": "linear-svm", "n_shadows": 6, "queries_per_record": 1, "time": 9.0},
+    "loss": {"strength": 0.8, "attack_model": "", "n_shadows": None, "queries_per_record": 1, "time": 0.05},
+    "lira": {"strength": 1.6, "attack_model": "", "n_shadows": 8, "queries_per_record": 2, "time": 30.0},
+}
 
 
 def setting_id(study: str, s: dict[str, Any]) -> str:
-    """The id ``miaudit.studies.study.Setting.setting_id`` gives, e.g. ``s1-lr-n4-t3000-c10-simple``."""
-    sid = f"s{study}-{s['attack_model']}-n{s['n_shadows']}-t{s['target_size']}-c{s['classes']}-{s['arch']}"
+    """A stable id, e.g. ``s1-shokri-lr-n4-t3000-c10-simple`` (also the scores file's name)."""
+    sid = (
+        f"s{study}-{s['attack']}-{s['attack_model'] or 'none'}-n{s['n_shadows'] or 0}-t{s['target_size']}"
+        f"-c{s['classes']}-{s['arch']}"
+    )
     return sid + (f"-sh-{s['shadow_arch']}" if s.get("shadow_arch", s["arch"]) != s["arch"] else "")
 
 
@@ -86,9 +113,7 @@ STUDIES: dict[str, dict[str, Any]] = {
 
 
 def settings(studies: Iterable[str] = STUDIES, *, quick: bool = False) -> list[dict[str, Any]]:
-    """Every setting of the chosen studies: the setting columns, ``study`` and ``setting_id``."""
-    import itertools
-
+    """Every setting of the seed paper's chosen studies (Shokri attack): setting columns, ``study``, ``setting_id``."""
     out = []
     for study in studies:
         grid = STUDIES[study]["quick" if quick else "grid"]
@@ -101,52 +126,97 @@ def settings(studies: Iterable[str] = STUDIES, *, quick: bool = False) -> list[d
     return out
 
 
-def _effects(s: dict[str, Any], rng: np.random.Generator) -> tuple[float, float, float]:
-    """(train accuracy, test accuracy, separation of member and non-member scores) of one seed."""
+def attack_settings(study: str, attacks: Sequence[str], **target: Any) -> list[dict[str, Any]]:
+    """One setting per attack on the same target (``target`` overrides the base target's columns)."""
+    out = []
+    for name in attacks:
+        spec = ATTACKS[name]
+        s = {**BASE, **target, "attack": name, "attack_model": spec["attack_model"], "n_shadows": spec["n_shadows"]}
+        s.setdefault("shadow_arch", s["arch"])
+        out.append({"study": study, "setting_id": setting_id(study, s), **s})
+    return out
+
+
+def _target(s: dict[str, Any], seed: int) -> tuple[float, float]:
+    """(train accuracy, test accuracy) of the target of a setting and seed: the same for every attack on it."""
+    key = [seed, s["target_size"], s["classes"], ("simple", "dense", "dropout").index(s["arch"])]
+    rng = np.random.default_rng(key)
     gap = {"simple": 0.12, "dense": 0.22, "dropout": 0.05}[s["arch"]]
     gap *= math.sqrt(3000 / s["target_size"]) * (s["classes"] / 10) ** 0.7
     gap = max(0.005, gap + rng.normal(0, 0.01))
     train = min(0.999, 0.97 + rng.normal(0, 0.005))
-    sep = 3.5 * gap * (0.9 + 0.02 * s["n_shadows"])
-    sep *= {"lr": 0.95, "tree": 0.85, "rbf-svm": 1.0, "linear-svm": 1.0}[s["attack_model"]]
-    sep *= 1.0 if s["arch"] == s["shadow_arch"] or s["study"] != "6" else 0.8
-    return train, train - gap, max(0.0, sep + rng.normal(0, 0.03))
+    return train, train - gap
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
+def _separation(s: dict[str, Any], gap: float, rng: np.random.Generator) -> float:
+    """How far the members' scores sit above the non-members' (in units of their spread)."""
+    sep = 3.5 * gap * ATTACKS[s["attack"]]["strength"]
+    if s["attack"] == "shokri":
+        sep *= (0.9 + 0.02 * s["n_shadows"]) * {"lr": 0.95, "tree": 0.85, "rbf-svm": 1.0, "linear-svm": 1.0}[
+            s["attack_model"]
+        ]
+        sep *= 1.0 if s["arch"] == s["shadow_arch"] or s["study"] != "6" else 0.8
+    return max(0.0, sep + rng.normal(0, 0.03))
+
+
+def _cell(v: Any) -> Any:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
+    """A CSV file with a header row; None and NaN as empty cells."""
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in r.items()})
+            w.writerow({k: _cell(v) for k, v in r.items()})
 
 
-SETTING_COLS = ("attack_model", "n_shadows", "target_size", "classes", "arch", "shadow_arch")
-RESULT_COLS = ("study", "setting_id", "seed", *SETTING_COLS, "metric", "value")
-SUMMARY_COLS = ("study", "setting_id", *SETTING_COLS, "metric", "mean", "low", "high", "std", "n", "paper")
+#: Metrics whose values lie in [0, 1]: their intervals are clipped to it, as the producer does.
+BOUNDED = frozenset({"accuracy", "precision", "recall", "balanced_accuracy", "auc", "tpr_at_fpr_0.01",
+                     "tpr_at_fpr_0.001", "tpr_at_fpr_0", "target_train_accuracy", "target_test_accuracy"})  # fmt: skip
+
+
+def aggregate(values: Sequence[float], *, bounded: bool = False) -> dict[str, Any]:
+    """Mean, 95% Student-t interval (none with fewer than 3 seeds), std and n, as summary.csv holds them."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    std = float(x.std(ddof=1)) if x.size > 1 else math.nan
+    low = high = math.nan
+    if x.size >= 3:
+        half = float(stats.t.ppf(0.975, x.size - 1)) * std / math.sqrt(x.size)
+        low, high = mean - half, mean + half
+        if bounded:
+            low, high = max(0.0, low), min(1.0, high)
+    return {"mean": mean, "low": low, "high": high, "std": std, "n": int(x.size)}
 
 
 def write_run(
     path: Path,
+    runs: Sequence[dict[str, Any]],
     *,
     seeds: Sequence[int] = (0, 1, 2),
-    studies: Iterable[str] = STUDIES,
     n: int = 300,
-    quick: bool = False,
+    kind: str = "reproduce",
+    studies: dict[str, dict[str, str]] | None = None,
+    findings: list[dict[str, Any]] | None = None,
     status: str = "complete",
+    paper: dict[tuple[str, str], float] | None = None,
 ) -> Path:
-    """Write a complete synthetic run directory at ``path`` and return it."""
+    """Write a complete run directory for the settings ``runs`` at ``path`` and return it."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "scores").mkdir(exist_ok=True)
-    studies = list(studies)
     results: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
-    for si, s in enumerate(settings(studies, quick=quick)):
+    for si, s in enumerate(runs):
         arrays: dict[str, np.ndarray] = {}
         per_metric: dict[str, list[float]] = {}
         for seed in seeds:
             rng = np.random.default_rng([seed, si, 7])
-            train, test, sep = _effects(s, rng)
+            train, test = _target(s, seed)
+            sep = _separation(s, train - test, rng)
             member, nonmember = rng.normal(sep, 1.0, n), rng.normal(0.0, 1.0, n)
             arrays[f"member_seed{seed}"], arrays[f"nonmember_seed{seed}"] = member, nonmember
             y = np.r_[np.ones(n, bool), np.zeros(n, bool)]
@@ -154,84 +224,68 @@ def write_run(
             values = {k: v for k, v in m.items() if k != "tpr_at_fpr"}
             values |= {f"tpr_at_fpr_{k}": v for k, v in m["tpr_at_fpr"].items()}
             values |= {"target_train_accuracy": train, "target_test_accuracy": test, "generalization_gap": train - test}
+            spec = ATTACKS[s["attack"]]
+            values["queries"] = 2 * n * spec["queries_per_record"]
+            values["attack_time_s"] = spec["time"] * float(rng.uniform(0.8, 1.2))
             for metric, value in values.items():
                 results.append({**s, "seed": seed, "metric": metric, "value": float(value)})
                 per_metric.setdefault(metric, []).append(float(value))
         np.savez(path / "scores" / f"{s['setting_id']}.npz", **arrays)
         for metric, vals in per_metric.items():
-            ci = mean_ci(vals)
-            if metric not in ("advantage", "generalization_gap", "n_members", "n_nonmembers") and ci["n"] > 1:
-                ci["low"], ci["high"] = max(0.0, ci["low"]), min(1.0, ci["high"])  # as the producer clips
-            summary.append({**s, "metric": metric, **ci, "paper": PAPER.get((s["setting_id"], metric))})
-    _write_csv(path / "results.csv", RESULT_COLS, results)
-    _write_csv(path / "summary.csv", SUMMARY_COLS, summary)
-    (path / "findings.json").write_text(json.dumps(findings(studies, len(seeds)), indent=1))
+            row = aggregate(vals, bounded=metric in BOUNDED)
+            summary.append({**s, "metric": metric, **row, "paper": (paper or {}).get((s["setting_id"], metric))})
+    write_csv(path / "results.csv", RESULT_COLS, results)
+    write_csv(path / "summary.csv", SUMMARY_COLS, summary)
+    (path / "findings.json").write_text(json.dumps(findings or [], indent=1))
+    study_ids = list(dict.fromkeys(s["study"] for s in runs))
+    info = studies or {sid: {"title": f"Study {sid}", "paper_ref": "", "description": ""} for sid in study_ids}
     manifest = {
-        "format": 1,
+        "format": 2,
+        "kind": kind,
         "status": status,
         "created": "2026-11-28T12:00:00+00:00",
         "finished": "2026-11-28T12:41:07+00:00",
-        "command": f"miaudit reproduce --seeds {len(seeds)} --out {path}" + (" --quick" if quick else ""),
-        "config": {  # as ReproduceConfig.model_dump(mode="json") writes it
-            "quick": quick,
-            "seeds": len(seeds),
-            "first_seed": seeds[0],
-            "rbf_max_samples": 10000,
-            "studies": [{"id": sid, **STUDIES[sid], "base": {"arch": "simple"}} for sid in studies],
-        },
+        "command": f"miaudit {kind} --seeds {len(seeds)} --out {path}",
+        "config": {"dataset": "fashion-mnist", "seeds": len(seeds), "first_seed": seeds[0], "rbf_max_samples": 10000},
         "seeds": list(seeds),
-        "versions": {
-            "miaudit": "0.1.0",
-            "python": "3.11.2",
-            "torch": "2.13.0+cpu",
-            "numpy": "2.4.6",
-            "scikit-learn": "1.9.1",
-            "platform": "Linux-x86_64",
-        },
+        "versions": {"miaudit": "0.1.0", "python": "3.11.2", "torch": "2.13.0+cpu", "numpy": "2.4.6"},
         "hardware": {"cpu": "Synthetic CPU @ 2.0GHz", "cores": 2, "memory_gb": 24.0, "bf16_native": True},
-        "timings": {
-            "total_s": 2467.0,
-            "training_s": 2100.5,
-            "attack_fit_s": 300.25,
-            "evaluation_s": 66.0,
-            "models_trained": 420,
-            "models_from_cache": 96,
-            "attacks_run": 288,
-            "attacks_from_cache": 0,
-        },
-        "studies": {sid: {k: STUDIES[sid][k] for k in ("title", "paper_ref")} for sid in studies},
+        "timings": {"total_s": 2467.0, "training_s": 2100.5, "models_trained": 420, "attacks_run": 288},
+        "studies": info,
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return path
 
 
-def findings(studies: Sequence[str], n_seeds: int) -> list[dict[str, Any]]:
-    """Findings as ``miaudit.studies.findings.compute_findings`` writes them, with each kind of verdict."""
+def paper_findings(studies: Sequence[str], n_seeds: int) -> list[dict[str, Any]]:
+    """Findings as ``miaudit.studies.findings`` writes them (format 2), with every kind of verdict."""
     catalogue = [
         ("F1", "1", "Table 1", "6 shadow models with a linear SVM give the highest attack accuracy",
          "linear SVM with 6 shadows minus the best other pair (rbf-svm, 7 shadows)", -0.004, -0.02, 0.012, 0.5,
-         "not supported"),
+         0.01, 40, "inconclusive"),
         ("F1b", "1", "Section 5.1", "the RBF-kernel SVM and the linear SVM perform comparably",
-         "RBF SVM minus linear SVM, mean over shadow counts (margin ±0.02)", 0.003, -0.008, 0.014, 0.4, "supported"),
+         "RBF SVM minus linear SVM, mean over shadow counts", 0.003, -0.008, 0.014, 0.4, 0.02, None, "supported"),
         ("F2", "2", "Figure 1", "more shadow models raise attack accuracy",
-         "slope of accuracy per added shadow model, shadows 2-9", 0.002, 0.0004, 0.0036, 0.03, "supported"),
+         "slope of accuracy per added shadow model, shadows 2-9", 0.0002, -0.0004, 0.0008, 0.3, 0.002, 7,
+         "negligible"),
         ("F3", "3", "Table 3", "more training data (6,000 vs 3,000) lowers attack accuracy",
-         "target size 6000 minus 3000, mean over shadow counts", -0.04, -0.06, -0.02, 0.01, "supported"),
+         "target size 6000 minus 3000, mean over shadow counts", -0.04, -0.06, -0.02, 0.01, 0.01, None, "supported"),
         ("F4", "4", "Figure 2", "fewer classes (5 vs 10) lower attack accuracy",
-         "5 classes minus 10 classes, mean over shadow counts", -0.05, -0.07, -0.03, 0.004, "supported"),
+         "5 classes minus 10 classes, mean over shadow counts", -0.05, -0.07, -0.03, 0.004, 0.01, None, "supported"),
         ("F5a", "5", "Section 5.5", "an overfitted (dense) target leaks more than the simple network",
-         "dense minus simple target, mean over shadow counts", 0.06, 0.04, 0.08, 0.002, "supported"),
+         "dense minus simple target, mean over shadow counts", 0.06, 0.04, 0.08, 0.002, 0.01, None, "supported"),
         ("F5b", "5", "Table 4, Figure 3", "dropout lowers attack accuracy against the dense network",
-         "dropout minus dense target, mean over shadow counts", -0.08, -0.1, -0.06, 0.001, "supported"),
+         "dropout minus dense target, mean over shadow counts", -0.08, -0.1, -0.06, 0.001, 0.01, None, "supported"),
         ("F6", "6", "Section 6 (future work)",
          "shadows trained with another architecture than the target's <em>lower</em> attack accuracy",
-         "mismatched minus matched shadow architecture, mean over targets", 0.01, 0.002, 0.02, 0.04, "contradicted"),
+         "mismatched minus matched shadow architecture, mean over targets", 0.03, 0.02, 0.04, 0.04, 0.01, None,
+         "contradicted"),
     ]  # fmt: skip
     out = []
-    for fid, study, ref, claim, comp, diff, low, high, p, verdict in catalogue:
+    for fid, study, ref, claim, comp, diff, low, high, p, margin, needed, verdict in catalogue:
         if study not in studies:
             continue
-        if n_seeds < 2:
+        if n_seeds < 3:
             low = high = p = None
             verdict = "inconclusive"
         ci = "" if low is None else f", 95% CI [{low:+.3f}, {high:+.3f}]"
@@ -257,87 +311,73 @@ def findings(studies: Sequence[str], n_seeds: int) -> list[dict[str, Any]]:
                 "high": high,
                 "n": n_seeds,
                 "p_value": p,
+                "margin": margin,
+                "seeds_needed": needed,
                 "verdict": verdict,
                 "auc": auc,
-                "sentence": f"{claim}: {verdict} (difference {diff:+.3f}{ci}, {n_seeds} seeds)",
+                "sentence": f"{claim}: {verdict} (difference {diff:+.3f}{ci}, margin {margin}, {n_seeds} seeds)",
             }
         )
     return out
 
 
-def compare_record(*, seeds: Sequence[int] = (0, 1, 2), n: int = 200) -> dict[str, Any]:
-    """A ``miaudit compare --json`` record with three attacks."""
-    attacks: dict[str, Any] = {}
-    scores: dict[str, Any] = {}
-    for ai, (name, sep) in enumerate((("shokri", 0.6), ("threshold", 0.5), ("lira", 1.1))):
-        per: dict[str, list[float]] = {}
-        scores[name] = {}
-        for seed in seeds:
-            rng = np.random.default_rng([seed, ai, 11])
-            mem, non = rng.normal(sep, 1, n), rng.normal(0, 1, n)
-            scores[name][str(seed)] = {"member": mem.tolist(), "nonmember": non.tolist()}
-            m = membership_metrics(np.r_[np.ones(n), np.zeros(n)], np.r_[mem, non], threshold=sep / 2)
-            for k, v in m.items():
-                if k == "tpr_at_fpr":
-                    for level, t in v.items():
-                        per.setdefault(f"tpr:{level}", []).append(t)
-                else:
-                    per.setdefault(k, []).append(float(v))
-        rec: dict[str, Any] = {"tpr_at_fpr": {}}
-        for k, vals in per.items():
-            if k.startswith("tpr:"):
-                rec["tpr_at_fpr"][k[4:]] = mean_ci(vals)
-            else:
-                rec[k] = mean_ci(vals)
-        attacks[name] = rec
-    return {
-        "config": {"dataset": "fashion-mnist", "target_size": 3000},
-        "seeds": list(seeds),
-        "attacks": attacks,
-        "scores": scores,
+def write_paper_run(
+    path: Path,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    studies: Iterable[str] = STUDIES,
+    n: int = 300,
+    quick: bool = False,
+    status: str = "complete",
+) -> Path:
+    """A `miaudit reproduce` run of the seed paper's studies (Shokri attack only), with the paper's values."""
+    studies = list(studies)
+    info = {sid: {"title": STUDIES[sid]["title"], "paper_ref": STUDIES[sid]["paper_ref"], "description": ""}
+            for sid in studies}  # fmt: skip
+    return write_run(
+        path,
+        settings(studies, quick=quick),
+        seeds=seeds,
+        n=n,
+        studies=info,
+        findings=paper_findings(studies, len(seeds)),
+        status=status,
+        paper=PAPER,
+    )
+
+
+ATTACK_STUDY = {"title": "Attacks on the simple network", "paper_ref": "",
+                "description": "Which attack leaks most from the same target?"}  # fmt: skip
+
+
+def write_repro_run(path: Path, *, seeds: Sequence[int] = (0, 1, 2), n: int = 200) -> Path:
+    """A `miaudit reproduce` run of two studies: study 1 (quick grid, Shokri only) and study 7, varying the attack."""
+    runs = settings(["1"], quick=True) + attack_settings("7", ("shokri", "loss", "lira"), target_size=1000)
+    info = {
+        "1": {"title": STUDIES["1"]["title"], "paper_ref": STUDIES["1"]["paper_ref"], "description": ""},
+        "7": ATTACK_STUDY,
     }
+    return write_run(path, runs, seeds=seeds, n=n, studies=info, findings=paper_findings(["1"], len(seeds)))
 
 
-def attack_record(*, n: int = 300, seed: int = 3) -> dict[str, Any]:
-    """A ``miaudit attack --json`` record, as ``miaudit.studies.pipeline.run_attack`` returns it."""
-    rng = np.random.default_rng(seed)
-    mem, non = rng.normal(0.8, 1, n), rng.normal(0, 1, n)
-    metrics = membership_metrics(np.r_[np.ones(n), np.zeros(n)], np.r_[mem, non], threshold=0.4)
-    return {
-        "config": {
-            "dataset": "fashion-mnist",
-            "classes": None,
-            "target_size": n,
-            "shadows": 6,
-            "arch": "simple",
-            "attack": "shokri",
-            "attack_model": "linear-svm",
-            "per_class": False,
-            "seed": seed,
-        },
-        "dataset": {"name": "fashion-mnist", "n_records": 70000, "n_classes": 10},
-        "target": {
-            "arch": "simple",
-            "n_train": n,
-            "train_accuracy": 0.97,
-            "test_accuracy": 0.84,
-            "generalization_gap": 0.13,
-        },
-        "attack": {"name": "shokri"},
-        "metrics": metrics,
-        "queries": 2 * n,
-        "timings": {"load_data": 0.4, "train_target": 3.2, "fit_attack": 9.1, "score": 0.1, "total": 13.0},
-        "versions": {"miaudit": "0.1.0", "python": "3.11.2"},
-        "scores": {"member": mem.tolist(), "nonmember": non.tolist()},
-    }
+def write_compare_run(path: Path, *, seeds: Sequence[int] = (0, 1, 2), n: int = 200) -> Path:
+    """A `miaudit compare --out` run: three attacks on the same targets."""
+    info = {"compare": {"title": "Attack comparison", "paper_ref": "", "description": "Attacks on the same targets."}}
+    runs = attack_settings("compare", ("shokri", "loss", "lira"))
+    return write_run(path, runs, seeds=seeds, n=n, kind="compare", studies=info)
 
 
+def write_attack_run(path: Path, *, attack: str = "shokri", seed: int = 3, n: int = 300) -> Path:
+    """A `miaudit attack --out` run: one attack on one target, one seed."""
+    info = {"attack": {"title": f"{attack} attack", "paper_ref": "", "description": ""}}
+    return write_run(path, attack_settings("attack", (attack,)), seeds=(seed,), n=n, kind="attack", studies=info)
+
+
+# ------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A complete synthetic run: six studies, three seeds, with a compare.json."""
-    path = write_run(tmp_path_factory.mktemp("run") / "full")
-    (path / "compare.json").write_text(json.dumps(compare_record()))
-    return path
+    """The seed paper's six studies, three seeds, with findings."""
+    return write_paper_run(tmp_path_factory.mktemp("run") / "full")
 
 
 @pytest.fixture(scope="session")
@@ -346,29 +386,63 @@ def built(run_dir: Path) -> dict[str, Path]:
     return build_report(run_dir)
 
 
-@pytest.fixture
-def broken_run(run_dir: Path, tmp_path: Path) -> Path:
-    """A private copy of the complete run (without its report), for tests that damage it."""
-    import shutil
+@pytest.fixture(scope="session")
+def repro_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two studies (one varies the attack), three seeds, with findings."""
+    return write_repro_run(tmp_path_factory.mktemp("repro") / "run")
 
+
+@pytest.fixture(scope="session")
+def compare_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three attacks x three seeds (kind "compare")."""
+    return write_compare_run(tmp_path_factory.mktemp("compare") / "run")
+
+
+@pytest.fixture(scope="session")
+def attack_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One attack, one seed (kind "attack")."""
+    return write_attack_run(tmp_path_factory.mktemp("attack") / "run")
+
+
+@pytest.fixture
+def broken_run(repro_run: Path, tmp_path: Path) -> Path:
+    """A private copy of ``repro_run`` (without its report), for tests that damage it."""
     copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("report*", "figures"))
+    shutil.copytree(repro_run, copy, ignore=shutil.ignore_patterns("report*", "figures"))
     return copy
 
 
 @pytest.fixture(scope="session")
 def make_run() -> Callable[..., Path]:
-    """``write_run``: writes a synthetic run directory (keywords: seeds, studies, n, quick, status)."""
+    """``write_run``: a run directory from a list of settings."""
     return write_run
 
 
 @pytest.fixture(scope="session")
-def make_compare() -> Callable[..., dict[str, Any]]:
-    """``compare_record``: a ``miaudit compare --json`` record."""
-    return compare_record
+def make_paper_run() -> Callable[..., Path]:
+    """``write_paper_run``: the seed paper's studies (keywords: seeds, studies, n, quick, status)."""
+    return write_paper_run
+
+
+def read_summary_csv(run: Path) -> list[dict[str, str]]:
+    """summary.csv as text rows, to check a report's cells against the file itself."""
+    with (run / "summary.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 @pytest.fixture(scope="session")
-def make_attack() -> Callable[..., dict[str, Any]]:
-    """``attack_record``: a ``miaudit attack --json`` record."""
-    return attack_record
+def summary_of() -> Callable[[Path], list[dict[str, str]]]:
+    """``read_summary_csv``: a run's summary.csv as text rows."""
+    return read_summary_csv
+
+
+@pytest.fixture(scope="session")
+def make_compare_run() -> Callable[..., Path]:
+    """``write_compare_run``: three attacks on the same targets (keywords: seeds, n)."""
+    return write_compare_run
+
+
+@pytest.fixture(scope="session")
+def make_attack_run() -> Callable[..., Path]:
+    """``write_attack_run``: one attack, one seed (keywords: attack, seed, n)."""
+    return write_attack_run

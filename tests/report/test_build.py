@@ -1,4 +1,4 @@
-"""build_report end to end: files, figures, self-contained HTML, Markdown links, every kind of input."""
+"""build_report end to end: files, figures, self-contained HTML, Markdown links, every kind of run directory."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from collections import Counter
 from html.parser import HTMLParser
 from io import BytesIO
 from pathlib import Path
@@ -14,14 +15,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from miaudit.report import build_report
+from miaudit.report import build_report, load_run
 
-FIGURES = {
+FIGURES = {  # of the seed paper's six studies, none of which varies the attack
     "best_roc_linear",
     "best_roc_loglog",
     "best_score_histogram",
     "gap_vs_auc",
-    "compare_roc_loglog",
     "study1_attack_model_x_number_of_shadow_models",
     "study2_number_of_shadow_models",
     "study3_target_training_size",
@@ -126,22 +126,26 @@ def test_html_is_self_contained_and_embeds_every_figure(built: dict[str, Path], 
         assert data in files  # the Markdown copy is the same picture
 
 
-def test_html_tells_the_story(built: dict[str, Path]) -> None:
+def test_html_tells_the_story(built: dict[str, Path], run_dir: Path) -> None:
     html = built["html"].read_text(encoding="utf-8")
     summary = html[html.index('id="executive-summary"') : html.index('id="the-strongest-attack"')]
     assert "Strongest attack" in summary and "ROC AUC" in summary and "TPR at 0.1% FPR" in summary
     assert re.search(r"95% CI \[0\.\d{3}, 0\.\d{3}\], 3 seeds", summary)
-    assert "6 supported, 1 not supported, 1 contradicted" in summary
+    verdicts = Counter(f["verdict"] for f in json.loads((run_dir / "findings.json").read_text()))
+    order = ("supported", "contradicted", "negligible", "inconclusive")
+    assert ", ".join(f"{verdicts[v]} {v}" for v in order if verdicts[v]) in summary
     for study in ("1", "2", "3", "4", "5", "6"):
         assert f'id="study-{study}-' in html
     for paper_value in ("0.6962", "0.6237", "0.9892", "0.5054", "0.5967"):  # Tables 1-4
         assert paper_value in html
     assert 'colspan="2" class="group">Linear SVM</th>' in html and ">paper</th>" in html
-    assert "verdict on AUC" in html
-    assert '<span class="badge v-not-supported">not supported</span>' in html
+    assert "verdict on AUC" in html and ">margin</th>" in html and ">seeds needed</th>" in html
+    for verdict in verdicts:
+        assert f'<span class="badge v-{verdict}">{verdict}</span>' in html
+    assert ".v-negligible {" in html
     for appendix in ("Versions", "Hardware", "Timings", "torch", "Synthetic CPU", "41 min 07 s", "rbf_max_samples"):
         assert appendix in html
-    assert "Attacks compared" in html and "lira" in html
+    assert "attacks compared" not in html.lower()  # no study varies the attack
 
 
 def test_text_is_escaped(built: dict[str, Path]) -> None:
@@ -161,27 +165,23 @@ def test_markdown_links_every_figure_relatively(built: dict[str, Path], run_dir:
     assert "| 6 | " in md and "0.6962" in md
 
 
-def test_html_only_writes_no_figure_files(make_attack, tmp_path: Path) -> None:
-    path = tmp_path / "attack.json"
-    path.write_text(json.dumps(make_attack(n=100)))
-    out = build_report(path, formats=("html",), out=tmp_path / "html-only")
+# ------------------------------------------------------------------------------------ other runs
+def test_html_only_writes_no_figure_files(attack_run: Path, tmp_path: Path) -> None:
+    out = build_report(attack_run, formats=("html",), out=tmp_path / "html-only")
     assert set(out) == {"html"} and out["html"].is_file()
     assert not (tmp_path / "html-only" / "figures").exists() and not (tmp_path / "html-only" / "report.md").exists()
 
 
-def test_out_as_a_file_name(make_attack, tmp_path: Path) -> None:
-    path = tmp_path / "attack.json"
-    path.write_text(json.dumps(make_attack(n=100)))
-    out = build_report(path, formats="both", out=tmp_path / "paper" / "audit.md")
+def test_out_as_a_file_name(attack_run: Path, tmp_path: Path) -> None:
+    out = build_report(attack_run, formats="both", out=tmp_path / "paper" / "audit.md")
     assert out == {"html": tmp_path / "paper" / "audit.html", "md": tmp_path / "paper" / "audit.md"}
     md = out["md"].read_text(encoding="utf-8")
     assert "](audit-figures/roc_loglog.png)" in md
     assert len(list((tmp_path / "paper" / "audit-figures").glob("*.png"))) == 3
 
 
-# ------------------------------------------------------------------------------------ other runs
-def test_report_of_a_quick_single_seed_run(make_run, tmp_path: Path) -> None:
-    run = make_run(tmp_path / "quick", seeds=(0,), quick=True, n=120)
+def test_report_of_a_quick_single_seed_run(make_paper_run, tmp_path: Path) -> None:
+    run = make_paper_run(tmp_path / "quick", seeds=(0,), quick=True, n=120)
     (run / "figures").mkdir()
     (run / "figures" / "stale.png").write_bytes(b"old")
     out = build_report(run)
@@ -191,11 +191,10 @@ def test_report_of_a_quick_single_seed_run(make_run, tmp_path: Path) -> None:
     assert not (run / "figures" / "stale.png").exists()
     for path in (run / "figures").glob("*.png"):
         assert_png(path.read_bytes(), path.name)
-    assert "Attacks compared" not in html  # no compare.json in this run
 
 
-def test_report_of_some_studies_only(make_run, tmp_path: Path) -> None:
-    run = make_run(tmp_path / "two", seeds=(0, 1), studies=("2", "5"), n=100)
+def test_report_of_some_studies_only(make_paper_run, tmp_path: Path) -> None:
+    run = make_paper_run(tmp_path / "two", seeds=(0, 1), studies=("2", "5"), n=100)
     out = build_report(run, formats=("md",))
     md = out["md"].read_text(encoding="utf-8")
     assert "## Study 2: Number of shadow models" in md and "## Study 5:" in md and "## Study 1" not in md
@@ -210,40 +209,11 @@ def test_report_of_some_studies_only(make_run, tmp_path: Path) -> None:
     }
 
 
-def test_report_of_a_compare_record(make_compare, tmp_path: Path) -> None:
-    path = tmp_path / "cmp.json"
-    path.write_text(json.dumps(make_compare(seeds=(0, 1), n=150)))
-    out = build_report(path)
-    assert out["html"] == tmp_path / "cmp-report" / "report.html"
-    html = out["html"].read_text(encoding="utf-8")
-    refs = assert_self_contained(html)
-    assert len(refs.images) == 1 and "Attacks compared" in html
-    assert html.index('<th scope="row" class="l">lira') < html.index('<th scope="row" class="l">shokri')
-    assert_png((tmp_path / "cmp-report" / "figures" / "compare_roc_loglog.png").read_bytes(), "compare")
-
-
-def test_report_of_one_attack(make_attack, tmp_path: Path) -> None:
-    path = tmp_path / "attack.json"
-    path.write_text(json.dumps(make_attack(n=200)))
-    out = build_report(path, out=tmp_path / "r")
-    html = out["html"].read_text(encoding="utf-8")
-    refs = assert_self_contained(html)
-    assert len(refs.images) == 3
-    assert "shokri attack, Linear SVM, 6 shadows" in html and "One seed, so no interval" in html
-    assert {p.name for p in (tmp_path / "r" / "figures").iterdir()} == {
-        "roc_linear.png",
-        "roc_loglog.png",
-        "score_histogram.png",
-    }
-
-
-def test_rendering_imports_no_models_training_or_attacks(make_attack, tmp_path: Path) -> None:
+def test_rendering_imports_no_models_training_or_attacks(attack_run: Path, tmp_path: Path) -> None:
     """The report reads stored results; it must not even import what trains or attacks."""
-    path = tmp_path / "attack.json"
-    path.write_text(json.dumps(make_attack(n=100)))
     code = (
         "import sys; from miaudit.report import build_report; "
-        f"build_report({str(path)!r}, out={str(tmp_path / 'out')!r}); "
+        f"build_report({str(attack_run)!r}, out={str(tmp_path / 'out')!r}); "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'sklearn') "
         "or m.startswith(('miaudit.attacks', 'miaudit.training', 'miaudit.targets', 'miaudit.studies', "
         "'matplotlib.pyplot'))); print(bad); sys.exit(1 if bad else 0)"
@@ -253,18 +223,18 @@ def test_rendering_imports_no_models_training_or_attacks(make_attack, tmp_path: 
     assert (tmp_path / "out" / "report.html").is_file()
 
 
-def test_figures_are_reproducible(make_attack, tmp_path: Path) -> None:
-    path = tmp_path / "attack.json"
-    path.write_text(json.dumps(make_attack(n=100)))
-    a = build_report(path, formats=("md",), out=tmp_path / "a")
-    b = build_report(path, formats=("md",), out=tmp_path / "b")
-    for name in ("roc_linear.png", "roc_loglog.png", "score_histogram.png"):
+def test_figures_are_reproducible(compare_run: Path, tmp_path: Path) -> None:
+    a = build_report(compare_run, formats=("md",), out=tmp_path / "a")
+    b = build_report(compare_run, formats=("md",), out=tmp_path / "b")
+    names = sorted(p.name for p in (tmp_path / "a" / "figures").glob("*.png"))
+    assert names == sorted(p.name for p in (tmp_path / "b" / "figures").glob("*.png")) and len(names) == 4
+    for name in names:
         assert (tmp_path / "a" / "figures" / name).read_bytes() == (tmp_path / "b" / "figures" / name).read_bytes()
     strip = lambda p: re.sub(r"on \d{4}-\d\d-\d\d \d\d:\d\d UTC", "", p.read_text())  # noqa: E731
     assert strip(a["md"]) == strip(b["md"])
 
 
-@pytest.mark.parametrize("module", ["document", "markdown"])
+@pytest.mark.parametrize("module", ["document", "markdown", "labels"])
 def test_doctests(module: str) -> None:
     import doctest
     import importlib
@@ -286,7 +256,10 @@ def test_report_of_a_real_tiny_reproduce_run(tmp_path: Path) -> None:
     assert "html report written to" in proc.stdout and "md report written to" in proc.stdout
     html = (run / "report.html").read_text(encoding="utf-8")
     refs = assert_self_contained(html)
-    assert len(refs.images) == len(list((run / "figures").glob("*.png"))) >= 6
+    names = {p.name for p in (run / "figures").glob("*.png")}
+    assert len(refs.images) == len(names) >= 5
+    gaps = {round(r.mean, 9) for r in load_run(run).summary if r.metric == "generalization_gap"}
+    assert ("gap_vs_auc.png" in names) == (len(gaps) > 1)  # the overfitting view needs targets that differ
     for path in (run / "figures").glob("*.png"):
         assert_png(path.read_bytes(), path.name)
     assert "Study 1: Attack model x number of shadow models (tiny)" in html and "Study 2:" in html

@@ -15,11 +15,20 @@ from miaudit.report.curves import roc_band, score_histograms
 from miaudit.report.document import Bullets, Document, Paragraph, Section, Strong, Table
 from miaudit.report.figures import gap_vs_auc, metric_series, plot_lines, render_png
 from miaudit.report.html import png_size, render_html
-from miaudit.report.labels import fmt_ci, fmt_interval_text, metric_name, setting_label
+from miaudit.report.labels import fmt_bracket, fmt_ci, fmt_interval_text, metric_name, setting_label
 from miaudit.report.markdown import render_markdown
-from miaudit.report.records import Interval, ScoreSet
+from miaudit.report.records import Finding, Interval, ScoreSet, SummaryRow
 from miaudit.report.run_report import best_setting
-from miaudit.report.tables import best_pair_table, layout, paper_agreement, pivot_table
+from miaudit.report.tables import (
+    attack_dims,
+    attack_table,
+    best_pair_table,
+    findings_table,
+    layout,
+    paper_agreement,
+    pivot_table,
+    varying_dims,
+)
 
 
 @pytest.fixture(scope="module")
@@ -169,12 +178,18 @@ def test_formatting() -> None:
     assert fmt_ci(Interval(math.nan)) == "–"
     assert fmt_interval_text(Interval(0.5, 0.4, 0.6, 0.1, 5)) == "0.500 (95% CI [0.400, 0.600], 5 seeds)"
     assert fmt_interval_text(Interval(0.5)) == "0.500 (1 seed, no interval)"
+    assert fmt_bracket(Interval(0.61234, 0.6, 0.63, 0.01, 3)) == "0.612 [0.600, 0.630]"
+    assert fmt_bracket(Interval(0.61234, math.nan, math.nan, math.nan, 2)) == "0.612"
+    assert fmt_bracket(Interval(812.0, 800.0, 824.0, 5.0, 3), 0) == "812 [800, 824]"
+    assert fmt_bracket(Interval(math.nan)) == "–"
     assert (
         metric_name("tpr_at_fpr_0.001") == "TPR at 0.1% FPR" and metric_name("tpr_at_fpr_1e-05") == "TPR at 0.001% FPR"
     )
     assert setting_label({"attack_model": "rbf-svm", "n_shadows": 1, "target_size": 12000}) == (
         "RBF kernel SVM, 1 shadow, 12,000 members"
     )
+    assert setting_label({"attack": "lira", "attack_model": "", "n_shadows": 8}) == "lira attack, 8 shadows"
+    assert metric_name("queries") == "queries" and metric_name("attack_time_s") == "attack time (s)"
 
 
 def test_renderers_escape_everything() -> None:
@@ -192,3 +207,52 @@ def test_renderers_escape_everything() -> None:
     assert not re.search(r"(?<!\\)<img", md) and "\\<img" in md
     table_lines = [line for line in md.splitlines() if line.startswith("| ")]
     assert all(line.count(" | ") == 1 for line in table_lines)  # the | in the text did not split a cell
+
+
+def _row(attack: str, model: str, shadows: int | None, size: int, metric: str = "auc", mean: float = 0.6) -> SummaryRow:
+    return SummaryRow("9", f"{attack}-{model}-{shadows}-{size}", attack, model, shadows, size, 10, "simple", "simple",
+                      metric, mean, mean - 0.01, mean + 0.01, 0.01, 3, None)  # fmt: skip
+
+
+def test_columns_that_follow_the_attack_are_no_dimension() -> None:
+    """The Shokri classifier varies only because the attack does; the target size varies within each attack."""
+    rows = [_row("shokri", "lr", 6, t) for t in (1000, 3000)] + [_row("loss", "", None, t) for t in (1000, 3000)]
+    assert varying_dims(rows) == ["attack", "target_size"]
+    assert attack_dims(rows) == ["attack_model", "n_shadows"]
+    same_attack = [_row("shokri", m, 6, 1000) for m in ("lr", "tree")]
+    assert varying_dims(same_attack) == ["attack_model"] and attack_dims(same_attack) == []
+    mixed = [_row("shokri", "lr", k, 1000) for k in (4, 6)] + [_row("lira", "", 8, 1000)]
+    assert varying_dims(mixed) == ["attack", "n_shadows"] and attack_dims(mixed) == ["attack_model"]
+
+
+def test_attack_table_needs_two_attacks_and_sorts_by_auc() -> None:
+    assert attack_table([_row("shokri", "lr", 6, 1000)], title="t") is None
+    rows = [_row("loss", "", None, 1000, mean=0.55), _row("lira", "", 8, 1000, mean=0.81),
+            _row("shokri", "lr", 6, 1000, mean=0.62)]  # fmt: skip
+    rows.append(_row("lira", "", 8, 1000, metric="queries", mean=812.0))
+    t = attack_table(rows, title="t")
+    assert t is not None
+    assert [r[0] for r in t.rows] == ["lira", "shokri", "loss"]
+    cells = dict(zip(t.columns, t.rows[0], strict=True))
+    assert cells["ROC AUC"] == "0.810 [0.800, 0.820]" and cells["queries"] == "812 [812, 812]"
+    assert dict(zip(t.columns, t.rows[2], strict=True))["queries"] == "–"  # loss stored no query count
+    assert "TPR at 1% FPR" not in t.columns  # no row has it
+
+
+def test_findings_table_shows_margin_and_seeds_needed() -> None:
+    findings = [
+        Finding("F1", "1", "claim", "negligible", difference=0.001, low=-0.002, high=0.004, n=5, margin=0.01,
+                seeds_needed=None),
+        Finding("F2", "2", "claim", "inconclusive", difference=-0.012, low=-0.024, high=0.001, n=5, margin=0.005,
+                seeds_needed=14),
+    ]  # fmt: skip
+    t = findings_table(findings)
+    rows = [dict(zip(t.columns, r, strict=True)) for r in t.rows]
+    assert [(r["margin"], r["seeds needed"], r["verdict"]) for r in rows] == [
+        ("±0.010", "–", "negligible"),
+        ("±0.005", "14", "inconclusive"),
+    ]
+    assert rows[1]["difference [95% CI]"] == "-0.012 [-0.024, +0.001]"
+    assert t.badge_columns == (t.columns.index("verdict"),) and "negligible:" in t.caption
+    html = render_html(Document("t", "s", (), (Section("s", "s", (t,)),)))
+    assert '<span class="badge v-negligible">negligible</span>' in html

@@ -13,9 +13,7 @@ from miaudit.report.document import Document
 from miaudit.report.figures import save_png
 from miaudit.report.html import render_html
 from miaudit.report.load import load_run
-from miaudit.report.load_records import load_attack_record, load_compare, sniff_json
 from miaudit.report.markdown import render_markdown
-from miaudit.report.record_report import attack_document, compare_document
 from miaudit.report.records import ReportError
 from miaudit.report.run_report import run_document
 
@@ -42,21 +40,12 @@ def _check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
 
 
 def build_document(source: Path | str) -> tuple[Document, Path]:
-    """Load a run directory, ``compare.json`` or ``attack --json`` record and compose its report.
+    """Load a run directory and compose its report.
 
-    Returns the document and the default output folder: the run directory itself, or
-    ``<stem>-report/`` beside a JSON file.
+    Returns the document and the default output folder, the run directory itself. A ``.json``
+    file is refused (a :class:`ReportError` saying to pass a run directory).
     """
     path = Path(source)
-    if path.suffix.lower() == ".json" and not path.is_dir():
-        if not path.is_file():
-            raise ReportError(
-                f"{path} does not exist: write it with `miaudit attack --json {path}` or "
-                f"`miaudit compare --json {path}`, or pass a run directory"
-            )
-        if sniff_json(path) == "compare":
-            return compare_document(load_compare(path)), path.with_name(f"{path.stem}-report")
-        return attack_document(load_attack_record(path)), path.with_name(f"{path.stem}-report")
     return run_document(load_run(path)), path
 
 
@@ -104,18 +93,18 @@ def build_report(
     Parameters
     ----------
     run_dir : path
-        A ``miaudit reproduce`` run directory (with an optional ``compare.json``), or a JSON file
-        from ``miaudit attack --json`` or ``miaudit compare --json``.
+        A run directory, written by ``miaudit reproduce``, ``miaudit compare --out DIR`` or
+        ``miaudit attack --out DIR`` (``docs/run-format.md``).
     formats : sequence of {"html", "md", "both"}, default=("html", "md")
         ``html``: one self-contained file, figures embedded. ``md``: Markdown with PNGs beside it.
     out : path, optional
-        Output folder (default: the run directory; ``<stem>-report/`` beside a JSON file), or a
-        file name ending in ``.html``/``.md``.
+        Output folder (default: the run directory), or a file name ending in ``.html``/``.md``.
 
     Raises
     ------
     ReportError
-        The input is missing, partial or malformed; the message names what and the fix.
+        The input is missing, partial or malformed, or a JSON file rather than a run directory;
+        the message names what and the fix.
     ConfigError
         An unknown format.
     """

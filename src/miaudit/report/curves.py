@@ -1,8 +1,9 @@
 """ROC curves and score histograms from stored per-record scores: compute, plot, wrap.
 
-``roc_band`` and ``score_histograms`` compute plain arrays from a :class:`~.load.ScoreSet`;
-``plot_roc`` and ``plot_histogram`` draw them; ``score_figures`` makes the three figures a report
-shows for one attack. The curves use :mod:`miaudit.metrics`, the same functions as the attacks' records.
+``roc_band``, ``pooled_roc`` and ``score_histograms`` compute plain arrays from a
+:class:`~.records.ScoreSet`; ``plot_roc``, ``plot_pooled_roc`` and ``plot_histogram`` draw them;
+``score_figures`` makes the three figures a report shows for one attack. The curves use
+:mod:`miaudit.metrics`, the same functions as the attacks' records.
 """
 
 from __future__ import annotations
@@ -20,7 +21,18 @@ from miaudit.report.figures import PALETTE, figure_block, new_figure, place_lege
 from miaudit.report.labels import fmt_ci
 from miaudit.report.records import Interval, ScoreSet
 
-__all__ = ["HistogramData", "RocBand", "plot_histogram", "plot_roc", "roc_band", "score_figures", "score_histograms"]
+__all__ = [
+    "HistogramData",
+    "PooledRoc",
+    "RocBand",
+    "plot_histogram",
+    "plot_pooled_roc",
+    "plot_roc",
+    "pooled_roc",
+    "roc_band",
+    "score_figures",
+    "score_histograms",
+]
 
 
 # -------------------------------------------------------------------------------------- ROC
@@ -128,6 +140,80 @@ def plot_roc(bands: Sequence[RocBand], *, log: bool, title: str, per_seed: bool 
     return fig
 
 
+@dataclass(frozen=True)
+class PooledRoc:
+    """One ROC curve from every seed's scores pooled together.
+
+    ``fpr`` and ``tpr`` are ndarrays of shape (n_thresholds + 1,), as :func:`miaudit.metrics.roc_curve`
+    returns them; ``auc`` is the AUC of the pooled scores.
+    """
+
+    label: str
+    fpr: NDArray[np.float64]
+    tpr: NDArray[np.float64]
+    auc: float
+    n_members: int
+    n_nonmembers: int
+    n_seeds: int
+
+    @property
+    def min_fpr(self) -> float:
+        """The smallest non-zero FPR the curve can reach: one of all the pooled non-members."""
+        return 1.0 / self.n_nonmembers
+
+
+def pooled_roc(scores: ScoreSet, *, label: str | None = None) -> PooledRoc:
+    """The ROC of all seeds' member and non-member scores pooled into one sample.
+
+    Pooling keeps one curve per attack however many seeds ran, and reaches lower FPRs (one in all
+    the seeds' non-members) than any single seed.
+    """
+    member = np.concatenate([m for m, _ in scores.by_seed.values()])
+    nonmember = np.concatenate([n for _, n in scores.by_seed.values()])
+    y = np.r_[np.ones(member.size, bool), np.zeros(nonmember.size, bool)]
+    s = np.r_[member, nonmember]
+    fpr, tpr, _ = roc_curve(y, s)
+    return PooledRoc(
+        label=label or scores.label,
+        fpr=np.asarray(fpr, dtype=np.float64),
+        tpr=np.asarray(tpr, dtype=np.float64),
+        auc=float(auc(y, s)),
+        n_members=int(member.size),
+        n_nonmembers=int(nonmember.size),
+        n_seeds=len(scores.by_seed),
+    )
+
+
+def plot_pooled_roc(curves: Sequence[PooledRoc], *, title: str) -> Figure:
+    """ROC curves on log-log axes, one colour per curve, with the chance line and FPR 1% and 0.1% marked."""
+    lower = min(c.min_fpr for c in curves)
+    with styled():
+        fig = new_figure(6.4, 5.0)
+        ax = fig.add_subplot()
+        for i, c in enumerate(curves):
+            keep = c.fpr > 0
+            ax.plot(
+                c.fpr[keep],
+                c.tpr[keep],
+                color=PALETTE[i % len(PALETTE)],
+                ls=("-", "--", "-.", ":")[i // len(PALETTE) % 4],
+                lw=1.7,
+                drawstyle="steps-post",
+                label=f"{c.label}: pooled AUC {c.auc:.3f}",
+            )
+        ax.plot([lower, 1], [lower, 1], color="0.4", ls="--", lw=1, label="chance")
+        ax.set_xscale("log")
+        ax.set_yscale("log", nonpositive="clip")
+        ax.set_xlim(lower, 1)
+        ax.set_ylim(lower, 1.02)
+        for level in (0.01, 0.001):
+            if level >= lower:
+                ax.axvline(level, color="0.5", lw=0.7, ls=":")
+        ax.set(title=title, xlabel="false-positive rate (log)", ylabel="true-positive rate (log)")
+        place_legend(fig, ax, max_inside=6, where="upper left")
+    return fig
+
+
 # ------------------------------------------------------------------------------- histograms
 @dataclass(frozen=True)
 class HistogramData:
@@ -231,8 +317,8 @@ def score_figures(scores: ScoreSet, *, prefix: str, what: str, short: str | None
             f"{prefix}score_histogram",
             plot_histogram(hist, title=f"Membership scores: {short}"),
             title=f"Membership scores of members and non-members ({what})",
-            caption="Density of the attack's score (higher: more likely a member) on common bins; "
-            + ("lines: mean over seeds; shaded: 95% interval of each bin over seeds. " if n_seeds > 1 else "")
+            caption="Density of the attack's score (higher: more likely a member) on common bins"
+            + ("; lines: mean over seeds; shaded: 95% interval of each bin over seeds. " if n_seeds > 1 else ". ")
             + "The more the two shapes differ, the more the target leaks.",
         ),
     ]

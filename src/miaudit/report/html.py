@@ -74,6 +74,7 @@ pre { background: var(--band); border: 1px solid var(--rule); border-radius: 4px
 .v-not-supported { background: #fdf3dc; color: #7a5300; border-color: #ecd08b; }
 .v-contradicted { background: #fde6e4; color: #9d1c12; border-color: #f0aaa3; }
 .v-inconclusive { background: #eceff2; color: #48515b; border-color: #c9d0d7; }
+.v-negligible { background: #e6f0fa; color: #1f4e79; border-color: #a9c7e6; }
 footer { margin-top: 3rem; color: var(--muted); font-size: .85rem; border-top: 1px solid var(--rule);
   padding-top: .6rem; }
 @media print { body { max-width: none; padding: 0; } nav.toc { display: none; } figure, table { break-inside: avoid; }

@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from miaudit.report.records import Interval
+from miaudit.report.records import Interval, SettingValue
 
 __all__ = [
     "ATTACK_MODEL_NAMES",
@@ -17,6 +17,7 @@ __all__ = [
     "STUDY_TITLES",
     "dim_header",
     "dim_value",
+    "fmt_bracket",
     "fmt_ci",
     "fmt_interval_text",
     "fmt_num",
@@ -50,8 +51,8 @@ METRIC_NAMES = {
     "generalization_gap": "train-test gap",
     "n_members": "members",
     "n_nonmembers": "non-members",
-    "wall_time_s": "wall time (s)",
     "queries": "queries",
+    "attack_time_s": "attack time (s)",
 }
 
 #: Fallback titles when the manifest does not name a study.
@@ -65,6 +66,7 @@ STUDY_TITLES = {
 }
 
 _HEADERS = {
+    "attack": "attack",
     "attack_model": "attack model",
     "n_shadows": "shadows",
     "target_size": "target size",
@@ -116,14 +118,16 @@ def sort_value(dim: str, value: Any) -> tuple[int, float, str]:
     return (1, 0.0, str(value))
 
 
-def setting_label(setting: Mapping[str, Any], *, dims: tuple[str, ...] | None = None) -> str:
-    """A short description of a setting, e.g. ``"Linear SVM, 6 shadows, simple network, 3,000 records"``."""
+def setting_label(setting: Mapping[str, SettingValue], *, dims: tuple[str, ...] | None = None) -> str:
+    """A short description of a setting, e.g. ``"shokri attack, Linear SVM, 6 shadows, simple target"``."""
     parts = []
-    for dim in dims or ("attack_model", "n_shadows", "arch", "shadow_arch", "target_size", "classes"):
+    for dim in dims or ("attack", "attack_model", "n_shadows", "arch", "shadow_arch", "target_size", "classes"):
         value = setting.get(dim)
         if value is None or value == "":
             continue
-        if dim == "attack_model":
+        if dim == "attack":
+            parts.append(f"{value} attack")
+        elif dim == "attack_model":
             parts.append(dim_value(dim, value))
         elif dim == "n_shadows":
             parts.append(f"{value} shadow{'s' if value != 1 else ''}")
@@ -154,6 +158,19 @@ def fmt_ci(iv: Interval, digits: int = 3) -> str:
         return fmt_num(iv.mean, digits)
     half = max(iv.high - iv.mean, iv.mean - iv.low)
     return f"{iv.mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def fmt_bracket(iv: Interval, digits: int = 3) -> str:
+    """``"0.612 [0.598, 0.626]"`` (mean and 95% interval), or the mean alone, ``"0.612"``, without an interval.
+
+    >>> fmt_bracket(Interval(0.5, 0.4, 0.6, 0.1, 5)), fmt_bracket(Interval(1200.0), 0)
+    ('0.500 [0.400, 0.600]', '1200')
+    """
+    if not math.isfinite(iv.mean):
+        return "–"
+    if not iv.has_ci:
+        return f"{iv.mean:.{digits}f}"
+    return f"{iv.mean:.{digits}f} [{iv.low:.{digits}f}, {iv.high:.{digits}f}]"
 
 
 def fmt_interval_text(iv: Interval, digits: int = 3) -> str:

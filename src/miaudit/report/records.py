@@ -1,7 +1,9 @@
 """The records a report is built from, and the error raised when they are missing or malformed.
 
-Plain frozen dataclasses of numbers and text, filled by :mod:`.load` (run directories) and
-:mod:`.load_records` (``compare --json`` and ``attack --json``); see ``docs/run-format.md``.
+Plain frozen dataclasses of numbers and text, filled by :mod:`.load` from a run directory (the
+format of ``docs/run-format.md``, written by ``miaudit reproduce``, ``miaudit compare --out`` and
+``miaudit attack --out``). Only the manifest's free-form parts (configuration, versions, hardware,
+timings) stay JSON mappings.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,35 +19,81 @@ from numpy.typing import NDArray
 from miaudit.errors import DataError
 
 __all__ = [
+    "KINDS",
     "RERUN",
     "SETTING_COLUMNS",
+    "STATUSES",
     "VERDICTS",
-    "AttackRecord",
-    "CompareData",
     "Finding",
     "Interval",
+    "Manifest",
     "ReportError",
     "ResultRow",
     "ScoreSet",
+    "SettingValue",
+    "StudyInfo",
     "SummaryRow",
-    "first",
     "index_summary",
 ]
 
 #: Columns that describe a setting, in the order reports mention them.
-SETTING_COLUMNS = ("attack_model", "n_shadows", "target_size", "classes", "arch", "shadow_arch")
-VERDICTS = ("supported", "not supported", "contradicted", "inconclusive")
-RERUN = "rerun the same `miaudit reproduce` command: it resumes from its cache and rewrites the file"
+SETTING_COLUMNS = ("attack", "attack_model", "n_shadows", "target_size", "classes", "arch", "shadow_arch")
+#: Verdicts a finding may carry; "not supported" is the older name of an undecided verdict (format 1).
+VERDICTS = ("supported", "contradicted", "negligible", "inconclusive", "not supported")
+#: The commands that write a run directory.
+KINDS = ("reproduce", "compare", "attack")
+STATUSES = ("running", "complete", "interrupted")
+RERUN = "rerun the command that wrote the run directory: it resumes from its cache and rewrites the file"
+
+#: The value of one setting column: text (``attack``, ``arch``...), a whole number, or None when empty.
+SettingValue = str | int | None
 
 
 class ReportError(DataError):
     """Stored results are missing, partial or malformed, so no report can be built from them."""
 
 
+# --------------------------------------------------------------------------------- manifest
+@dataclass(frozen=True)
+class StudyInfo:
+    """What the manifest says of one study: its id, title, the paper's reference and a description."""
+
+    id: str
+    title: str
+    paper_ref: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json``: what ran, how, where and when.
+
+    ``config``, ``versions``, ``hardware`` and ``timings`` are the manifest's free-form parts, kept
+    as the JSON objects they are (shown in the appendix, never interpreted beyond a dataset name).
+    """
+
+    format: int
+    kind: str
+    status: str
+    seeds: tuple[int, ...]
+    studies: tuple[StudyInfo, ...]
+    command: str = ""
+    created: str = ""
+    finished: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    versions: Mapping[str, Any] = field(default_factory=dict)
+    hardware: Mapping[str, Any] = field(default_factory=dict)
+    timings: Mapping[str, Any] = field(default_factory=dict)
+
+    def study(self, study_id: str) -> StudyInfo | None:
+        """The manifest's record of a study, or None when it has none."""
+        return next((s for s in self.studies if s.id == study_id), None)
+
+
 # --------------------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class Interval:
-    """A metric across seeds: mean, 95% interval (NaN when ``n`` is 1), sample std and count."""
+    """A metric across seeds: mean, 95% interval (NaN when there is none), sample std and count."""
 
     mean: float
     low: float = math.nan
@@ -67,6 +114,7 @@ class ResultRow:
     study: str
     setting_id: str
     seed: int
+    attack: str
     attack_model: str
     n_shadows: int | None
     target_size: int | None
@@ -83,6 +131,7 @@ class SummaryRow:
 
     study: str
     setting_id: str
+    attack: str
     attack_model: str
     n_shadows: int | None
     target_size: int | None
@@ -102,14 +151,19 @@ class SummaryRow:
         """The aggregate as an :class:`Interval`."""
         return Interval(self.mean, self.low, self.high, self.std, self.n)
 
-    def setting(self) -> dict[str, Any]:
-        """The setting's descriptive columns, ``{"attack_model": ..., "n_shadows": ..., ...}``."""
-        return {name: getattr(self, name) for name in SETTING_COLUMNS}
+    def setting(self) -> dict[str, SettingValue]:
+        """The setting's descriptive columns, ``{"attack": ..., "attack_model": ..., ...}``."""
+        out: dict[str, SettingValue] = {name: getattr(self, name) for name in SETTING_COLUMNS}
+        return out
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One of the seed paper's findings with the verdict our data gives it."""
+    """One of the seed paper's findings with the verdict our data gives it.
+
+    ``margin`` is the smallest effect that matters (NaN when the run recorded none);
+    ``seeds_needed`` the number of seeds a decisive verdict would need (None when not recorded).
+    """
 
     id: str
     study: str
@@ -123,6 +177,8 @@ class Finding:
     high: float = math.nan
     p_value: float = math.nan
     n: int = 0
+    margin: float = math.nan
+    seeds_needed: int | None = None
     sentence: str = ""
     auc: Interval | None = None  # the same comparison on AUC, when the run recorded it
     auc_verdict: str = ""
@@ -130,7 +186,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class ScoreSet:
-    """Membership scores of one attack, per seed: ``{seed_label: (member, nonmember)}``.
+    """Membership scores of one setting, per seed: ``{seed_label: (member, nonmember)}``.
 
     Each array is an ndarray of shape (n_members,) or (n_nonmembers,), float64, finite.
     """
@@ -139,43 +195,9 @@ class ScoreSet:
     by_seed: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]
 
 
-@dataclass(frozen=True)
-class CompareData:
-    """The record of ``miaudit compare --json``: metrics per attack across seeds, and their scores."""
-
-    path: Path
-    config: dict[str, Any]
-    seeds: list[Any]
-    metrics: dict[str, dict[str, Interval]]  # attack -> "auc", "accuracy", "tpr_at_fpr_0.001", ...
-    scores: dict[str, ScoreSet]
-    target: dict[str, Interval] = field(default_factory=dict)  # "train_accuracy", "test_accuracy", ...
-
-
-@dataclass(frozen=True)
-class AttackRecord:
-    """The record of ``miaudit attack --json``: one attack on one target, one seed."""
-
-    path: Path
-    config: dict[str, Any]
-    target: dict[str, Any]
-    metrics: dict[str, Any]
-    timings: dict[str, Any]
-    versions: dict[str, Any]
-    scores: ScoreSet
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 def index_summary(rows: Iterable[SummaryRow]) -> dict[tuple[str, str], SummaryRow]:
     """``{(setting_id, metric): row}``; the first row wins when a pair repeats."""
     out: dict[tuple[str, str], SummaryRow] = {}
     for r in rows:
         out.setdefault((r.setting_id, r.metric), r)
     return out
-
-
-def first(mapping: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
-    """The value of the first key present in ``mapping``."""
-    for k in keys:
-        if k in mapping and mapping[k] is not None:
-            return mapping[k]
-    return default

@@ -1,8 +1,12 @@
-"""The report of a ``miaudit reproduce`` run: executive summary, one section per study, appendix.
+"""What a report says, for every run directory: one composer over one format.
 
-Everything comes from the stored run (:class:`~.load.RunData`): the paper's values from the
-``paper`` column of ``summary.csv``, the verdicts from ``findings.json``, the curves from
-``scores/``. Nothing is retrained or recomputed beyond ROC curves and histograms of stored scores.
+A run with one setting and one seed (``miaudit attack --out``) gets a compact single-attack view:
+the metrics, the ROC and the score histogram. Every other run (``miaudit reproduce``, ``miaudit
+compare``) gets an executive summary, the strongest attack's curves, one section per study (its
+tables and figure; an attack comparison when the study varies the attack), the overfitting view,
+the paper's findings when there are any, and an appendix. Everything comes from the stored run
+(:class:`~.load.RunData`): the paper's values from the ``paper`` column of ``summary.csv``, the
+verdicts from ``findings.json``, the curves from ``scores/``.
 """
 
 from __future__ import annotations
@@ -10,63 +14,51 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from miaudit.report import curves as C
 from miaudit.report import figures as F
-from miaudit.report.document import (
-    Block,
-    Bullets,
-    Document,
-    FigureBlock,
-    Paragraph,
-    Preformatted,
-    Section,
-    Strong,
-    slug,
-)
+from miaudit.report.document import Block, Bullets, Document, Paragraph, Preformatted, Section, Strong, Table
 from miaudit.report.labels import (
-    STUDY_TITLES,
-    dim_header,
     dim_value,
     fmt_interval_text,
     fmt_num,
+    fmt_seconds,
+    metric_name,
     setting_label,
     sort_value,
 )
 from miaudit.report.load import RunData
-from miaudit.report.record_report import compare_section, dataset_name
-from miaudit.report.records import SummaryRow, first, index_summary
-from miaudit.report.tables import (
-    best_pair_table,
-    findings_table,
-    fixed_setting,
-    key_value_table,
-    paper_agreement,
-    pivot_table,
-    study_metrics_table,
-    varying_dims,
+from miaudit.report.records import VERDICTS, ResultRow, SummaryRow, index_summary
+from miaudit.report.study_sections import dataset_name, study_section, study_title
+from miaudit.report.tables import findings_table, key_value_table, paper_agreement, study_metrics_table
+
+__all__ = ["best_setting", "is_single_attack", "run_document"]
+
+_ATTACK_DIMS = ("attack", "attack_model", "n_shadows")
+_TARGET_DIMS = ("arch", "shadow_arch", "target_size", "classes")
+#: The single-attack view's metrics table, in this order (others the run stored follow).
+_SINGLE_METRICS = (
+    "auc",
+    "tpr_at_fpr_0.01",
+    "tpr_at_fpr_0.001",
+    "tpr_at_fpr_0",
+    "accuracy",
+    "precision",
+    "recall",
+    "balanced_accuracy",
+    "advantage",
+    "n_members",
+    "n_nonmembers",
+    "queries",
+    "attack_time_s",
 )
-
-__all__ = ["best_setting", "run_document"]
-
-#: What each study asks, in one sentence (fallback: the study title).
-STUDY_QUESTIONS = {
-    "1": "Which attack classifier works best on the shadow models' outputs, and with how many shadow models? "
-    "The paper found the Linear SVM with 6 shadow models best (accuracy 0.6962) and tabulates the rest.",
-    "2": "Does training the attack on more shadow models help? The paper (Linear SVM, shadows 2-9) saw some "
-    "increase, not consistent from one count to the next.",
-    "3": "Does a larger target training set leak less? The paper found lower attack accuracy with 6,000 "
-    "training records than with 3,000.",
-    "4": "Does a target with fewer output classes leak less? The paper found attack accuracy 0.59-0.64 "
-    "with 10 classes and 0.52-0.55 with 5.",
-    "5": "Does overfitting help the attack, and dropout stop it? The paper found a denser, overfitted "
-    "network more vulnerable and dropout (rate 0.5) less.",
-    "6": "What if the attacker does not know the target's architecture? Shadow models with a different "
-    "network than the target's (the paper's stated limitation).",
-}
-_PREFERRED_X = {"3": "target_size"}
-_CAPTION_SPREAD = "mean over seeds with 95% intervals (error bars)"
+_TARGET_METRICS = ("target_train_accuracy", "target_test_accuracy", "generalization_gap")
+_HOW_TO_READ = (
+    "How to read: AUC 0.5 is chance and 1 a perfect attack; the TPR at 0.1% FPR is the fraction of members "
+    "named while wrongly accusing only 1 in 1,000 non-members (chance: 0.001).",
+)
 
 
 def best_setting(rows: list[SummaryRow]) -> SummaryRow | None:
@@ -75,149 +67,51 @@ def best_setting(rows: list[SummaryRow]) -> SummaryRow | None:
     return max(aucs, key=lambda r: r.mean) if aucs else None
 
 
-def _study_info(run: RunData, study: str) -> tuple[str, str]:
-    info = run.manifest.get("studies")
-    rec = info.get(study, {}) if isinstance(info, dict) else {}
-    rec = rec if isinstance(rec, dict) else {}
-    return str(rec.get("title") or STUDY_TITLES.get(study, f"Study {study}")), str(rec.get("paper_ref") or "")
+def is_single_attack(run: RunData) -> bool:
+    """Whether the run is one attack on one target with one seed (the compact view)."""
+    return len({r.setting_id for r in run.summary}) == 1 and len(run.seeds) == 1
 
 
-def _study_figure(study: str, rows: list[SummaryRow], title: str, ref: str) -> FigureBlock | None:
-    """The study's figure, chosen from the columns that vary: grouped bars or lines vs a number."""
-    metric = "accuracy"
-    rows = [r for r in rows if r.metric == metric]
-    varying = varying_dims(rows)
-    if not varying:
-        return None
-    numeric = [d for d in ("n_shadows", "target_size", "classes") if d in varying]
-    x = _PREFERRED_X.get(study) if _PREFERRED_X.get(study) in varying else (numeric[0] if numeric else None)
-    others = [d for d in varying if d != x]
-    group = others[0] if others else None
-    has_paper = any(r.paper is not None for r in rows)
-    paper_note = (
-        " Hollow diamonds: the paper's published values."
-        if has_paper
-        else " The paper published no numbers for these settings, so none are drawn."
-    )
-    full_title = f"{title}" + (f" (paper: {ref})" if ref else "")
-
-    def label(v: Any) -> str:
-        return setting_label({group: v}, dims=(group,)) if group else "ours"
-
-    def sort(dim: str, v: Any) -> Any:
-        return sort_value(dim, v)
-
-    if x is None or (study == "1" and group == "attack_model"):
-        x_dim = x or varying[0]
-        group_dim = group if x else (varying[1] if len(varying) > 1 else None)
-        series = F.metric_series(
-            rows,
-            metric=metric,
-            x=x_dim,
-            group_by=group_dim,
-            sort=sort,
-            label=lambda v: setting_label({group_dim: v}, dims=(group_dim,)) if group_dim else "ours",
-        )
-        fig = F.plot_grouped_bars(
-            series,
-            title=full_title,
-            xlabel=dim_header(x_dim),
-            ylabel="attack accuracy (bars start at chance, 0.5)",
-            baseline=0.5,
-            xtick_label=lambda v: dim_value(x_dim, v),
-            sort=lambda v: sort_value(x_dim, v),
-        )
-        caption = f"Attack accuracy, {_CAPTION_SPREAD}; bars grow up or down from chance (0.5).{paper_note}"
-    else:
-        series = F.metric_series(rows, metric=metric, x=x, group_by=group, label=label, sort=sort)
-        fig = F.plot_lines(
-            series,
-            title=full_title,
-            xlabel=f"{dim_header(x)}" + (" (log scale)" if x == "target_size" else ""),
-            ylabel="attack accuracy",
-            chance=0.5,
-            log_x=x == "target_size",
-        )
-        caption = f"Attack accuracy, {_CAPTION_SPREAD}; dotted line: chance (0.5).{paper_note}"
-    return F.figure_block(f"study{study}_{slug(title).replace('-', '_')[:40]}", fig, title=full_title, caption=caption)
-
-
-def _study_section(run: RunData, study: str, rows: list[SummaryRow]) -> Section:
-    title, ref = _study_info(run, study)
-    fixed = setting_label(fixed_setting(rows))
-    seeds = max((r.n for r in rows), default=0)
-    blocks: list[Block] = [
-        Paragraph.of(STUDY_QUESTIONS.get(study, title)),
-        Paragraph.of(
-            f"{len({r.setting_id for r in rows})} settings, {seeds} seed{'s' if seeds != 1 else ''} each"
-            + (f"; held fixed: {fixed}." if fixed else ".")
-        ),
-    ]
-    fig = _study_figure(study, rows, title, ref)
-    if fig is not None:
-        blocks.append(fig)
-    paper = any(r.paper is not None for r in rows if r.metric == "accuracy")
-    table = pivot_table(
-        rows,
-        metric="accuracy",
-        title=f"{title}: attack accuracy"
-        + (f", ours beside the paper's ({ref or 'published values'})" if paper else ""),
-        caption="Ours: mean ± half-width of the 95% interval over seeds."
-        + (" Paper: its single run." if paper else " The paper published no numbers for these settings."),
-    )
-    if table is not None:
-        blocks.append(table)
-    auc_table = pivot_table(rows, metric="auc", title=f"{title}: ROC AUC (the paper reports none)", with_paper=False)
-    if auc_table is not None:
-        blocks.append(auc_table)
-    if study == "1":
-        pair = best_pair_table(rows, title="The best pair: accuracy, precision and recall (paper: Table 2)")
-        if pair is not None:
-            blocks.append(pair)
-    inside, total = paper_agreement(rows)
-    if total:
-        blocks.append(
-            Paragraph.of(
-                "The paper's value lies inside our 95% interval in ",
-                Strong(f"{inside} of {total}"),
-                " cells. The paper reports one run without intervals, so a value outside ours says the difference "
-                "is larger than seed-to-seed variation, not that either number is wrong.",
-            )
-        )
-    found = [f for f in run.findings if f.study == study]
-    if found:
-        blocks.append(Bullets(tuple((f"{f.id}: ", Strong(f.verdict), f" — {f.sentence or f.claim}") for f in found)))
-    return Section(f"Study {study}: {title}", slug(f"Study {study}: {title}"), tuple(blocks))
+def _values(rows: list[SummaryRow], dim: str) -> str:
+    vals = {getattr(r, dim) for r in rows if getattr(r, dim) not in (None, "")}
+    return ", ".join(dim_value(dim, v) for v in sorted(vals, key=lambda v: sort_value(dim, v))) or "–"
 
 
 def _what_was_attacked(run: RunData, rows: list[SummaryRow]) -> str:
-    def values(dim: str) -> str:
-        vals = sorted(
-            {getattr(r, dim) for r in rows if getattr(r, dim) not in (None, "")}, key=lambda v: sort_value(dim, v)
+    attacks = sorted({r.attack for r in rows})
+    if attacks == ["shokri"]:
+        how = (
+            "with the shadow-model attack of Shokri et al. (2017), attack classifiers "
+            f"{_values(rows, 'attack_model')}, {_values(rows, 'n_shadows')} shadow models."
         )
-        return ", ".join(dim_value(dim, v) for v in vals) or "–"
-
+    else:
+        how = f"with {len(attacks)} attack{'s' if len(attacks) != 1 else ''}: {', '.join(attacks)}."
     return (
-        f"Neural-network classifiers trained on {dataset_name(run.manifest.get('config'))} (networks: "
-        f"{values('arch')}; {values('target_size')} training records; {values('classes')} classes), attacked "
-        "as black boxes (queries in, probabilities out) with the shadow-model attack of Shokri et al. (2017), "
-        f"attack classifiers {values('attack_model')}, {values('n_shadows')} shadow models."
+        f"Neural-network classifiers trained on {dataset_name(run.manifest.config)} (networks: "
+        f"{_values(rows, 'arch')}; {_values(rows, 'target_size')} training records; {_values(rows, 'classes')} "
+        f"classes), attacked as black boxes (queries in, probabilities out) {how}"
+    )
+
+
+def _intro(run: RunData, n_settings: int) -> str:
+    seeds = f"{len(run.seeds)} seed{'s' if len(run.seeds) != 1 else ''} per setting"
+    studies = f"{len(run.studies)} stud{'ies' if len(run.studies) != 1 else 'y'}, {n_settings} settings"
+    stored = "It was built from stored results only; nothing was retrained or recomputed."
+    if run.kind == "reproduce":
+        return (
+            "This report reproduces the membership-inference study of Daryani and Chadha (the seed paper) on "
+            f"{dataset_name(run.manifest.config)} with {seeds}: {studies}. {stored}"
+        )
+    attacks = len({r.attack for r in run.summary})
+    return (
+        f"This report compares {attacks} membership-inference attack{'s' if attacks != 1 else ''} on "
+        f"{dataset_name(run.manifest.config)} with {seeds} ({studies}). {stored}"
     )
 
 
 def _summary(run: RunData, best: SummaryRow | None) -> list[Block]:
     rows = list(run.summary)
-    seeds = run.seeds
-    n_settings = len({r.setting_id for r in rows})
-    blocks: list[Block] = [
-        Paragraph.of(
-            "This report reproduces the membership-inference study of Daryani and Chadha (the seed paper) "
-            f"on {dataset_name(run.manifest.get('config'))} with {len(seeds)} "
-            f"seed{'s' if len(seeds) != 1 else ''} per setting: "
-            f"{len(run.studies)} studies, {n_settings} settings. It was built from stored results only; "
-            "nothing was retrained or recomputed."
-        ),
-    ]
+    blocks: list[Block] = [Paragraph.of(_intro(run, len({r.setting_id for r in rows})))]
     items: list[tuple[Any, ...]] = [("What was attacked: ", _what_was_attacked(run, rows))]
     if best is not None:
         index = index_summary(rows)
@@ -227,7 +121,7 @@ def _summary(run: RunData, best: SummaryRow | None) -> list[Block]:
             (
                 "Strongest attack (highest mean AUC): ",
                 Strong(setting_label(best.setting())),
-                f" (study {best.study}, setting {best.setting_id}): ROC AUC ",
+                f" ({study_title(run, best.study)}, setting {best.setting_id}): ROC AUC ",
                 Strong(fmt_interval_text(best.interval)),
                 "; TPR at 0.1% FPR ",
                 Strong(fmt_interval_text(tpr.interval) if tpr else "not stored"),
@@ -251,9 +145,7 @@ def _summary(run: RunData, best: SummaryRow | None) -> list[Block]:
             )
     if run.findings:
         counts = Counter(f.verdict for f in run.findings)
-        tally = ", ".join(
-            f"{counts[v]} {v}" for v in ("supported", "not supported", "contradicted", "inconclusive") if counts[v]
-        )
+        tally = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v])
         items.append(
             (
                 "The paper's findings: ",
@@ -269,24 +161,39 @@ def _summary(run: RunData, best: SummaryRow | None) -> list[Block]:
                 f"{total} cells where it published one.",
             )
         )
-    items.append(
-        (
-            "How to read: AUC 0.5 is chance and 1 a perfect attack; the TPR at 0.1% FPR is the fraction of "
-            "members named while wrongly accusing only 1 in 1,000 non-members (chance: 0.001).",
-        )
-    )
+    items.append(_HOW_TO_READ)
     blocks.append(Bullets(tuple(items)))
     return blocks
 
 
-def _appendix(run: RunData) -> Section:
+def _run_facts(run: RunData) -> list[Block]:
     m = run.manifest
-    subs = []
+    facts = {
+        "written by": f"miaudit {m.kind}",
+        "status": m.status,
+        "command": m.command or "–",
+        "created": m.created or "–",
+        "finished": m.finished or "–",
+        "seeds": ", ".join(map(str, run.seeds)),
+        "format": m.format,
+        "run directory": str(run.path),
+    }
+    blocks: list[Block] = [key_value_table("Run", facts)]
+    for title, mapping in (("Versions", m.versions), ("Hardware", m.hardware)):
+        if mapping:
+            blocks.append(key_value_table(title, mapping))
+    if m.timings:
+        blocks.append(key_value_table("Timings", m.timings, seconds=lambda k: k.endswith("_s")))
+    blocks.append(Paragraph.of("The exact configuration (manifest.json, key config):"))
+    blocks.append(Preformatted(json.dumps(m.config, indent=2, sort_keys=True, default=str)))
+    return blocks
+
+
+def _appendix(run: RunData) -> Section:
     tables = [
-        study_metrics_table([r for r in run.summary if r.study == s], title=f"Study {s}: {_study_info(run, s)[0]}")
-        for s in run.studies
+        study_metrics_table([r for r in run.summary if r.study == s], title=study_title(run, s)) for s in run.studies
     ]
-    subs.append(
+    subs = (
         Section(
             "All settings, all main metrics",
             "all-settings-all-main-metrics",
@@ -294,42 +201,53 @@ def _appendix(run: RunData) -> Section:
                 Paragraph.of("Mean ± half-width of the 95% interval over seeds, per setting."),
                 *(t for t in tables if t is not None),
             ),
-        )
-    )
-    facts = {
-        "status": m.get("status"),
-        "command": m.get("command", "–"),
-        "created": m.get("created", "–"),
-        "finished": m.get("finished", "–"),
-        "seeds": ", ".join(map(str, run.seeds)),
-        "run directory": str(run.path),
-    }
-    blocks: list[Block] = [key_value_table("Run", facts)]
-    if isinstance(m.get("versions"), dict):
-        blocks.append(key_value_table("Versions", m["versions"]))
-    if isinstance(m.get("hardware"), dict):
-        blocks.append(key_value_table("Hardware", m["hardware"]))
-    if isinstance(m.get("timings"), dict):
-        blocks.append(key_value_table("Timings", m["timings"], seconds=lambda k: k.endswith("_s")))
-    blocks.append(Paragraph.of("The exact configuration (manifest.json, key config):"))
-    blocks.append(Preformatted(json.dumps(m.get("config"), indent=2, sort_keys=True, default=str)))
-    subs.append(
+        ),
         Section(
             "Configuration, versions, seeds, hardware and timings",
             "configuration-versions-seeds-hardware-and-timings",
-            tuple(blocks),
-        )
+            tuple(_run_facts(run)),
+        ),
     )
-    return Section("Appendix", "appendix", (), tuple(subs))
+    return Section("Appendix", "appendix", (), subs)
 
 
-def run_document(run: RunData) -> Document:
-    """The full report of a run directory."""
+def _overfitting_section(run: RunData, rows: list[SummaryRow]) -> Section | None:
+    """Gap against AUC over all settings; None when the targets do not differ (one gap for every setting)."""
+    groups, r = F.gap_vs_auc(rows, study_title=lambda s: study_title(run, s))
+    gaps = {round(float(v), 9) for g in groups for v in g.gap[0]}
+    if len(gaps) < 2:
+        return None
+    fig = F.plot_gap_vs_auc(groups, r, title="Overfitting and leakage across all settings")
+    text = f"Pearson's r between gap and AUC over the settings' means is {r:.2f}." if math.isfinite(r) else ""
+    return Section(
+        "Overfitting and leakage",
+        "overfitting-and-leakage",
+        (
+            Paragraph.of(
+                "Each point is one setting: how much better the target does on its training data than on "
+                "unseen data (x), against how well the attack separates members from non-members (y). " + text
+            ),
+            F.figure_block(
+                "gap_vs_auc",
+                fig,
+                title="Train-test accuracy gap vs attack AUC, all settings",
+                caption="Points: setting means; bars: 95% intervals over seeds in both directions; "
+                "dotted line: chance.",
+            ),
+        ),
+    )
+
+
+def _findings_section(run: RunData) -> Section:
+    return Section("Findings and verdicts", "findings-and-verdicts", (findings_table(run.findings),))
+
+
+def _study_document(run: RunData) -> Document:
     rows = list(run.summary)
     best = best_setting(rows)
     sections: list[Section] = []
     if best is not None:
-        what = setting_label(best.setting(), dims=("attack_model", "n_shadows", "arch", "target_size", "classes"))
+        what = setting_label(best.setting(), dims=(*_ATTACK_DIMS, "arch", "target_size", "classes"))
         figs = C.score_figures(run.scores(best.setting_id), prefix="best_", what=what)
         sections.append(
             Section(
@@ -345,44 +263,111 @@ def run_document(run: RunData) -> Document:
             )
         )
     for study in run.studies:
-        sections.append(_study_section(run, study, [r for r in rows if r.study == study]))
-    groups, r = F.gap_vs_auc(rows, study_title=lambda s: f"study {s}: {_study_info(run, s)[0]}")
-    if groups:
-        fig = F.plot_gap_vs_auc(groups, r, title="Overfitting and leakage across all settings")
-        text = f"Pearson's r between gap and AUC over the settings' means is {r:.2f}." if math.isfinite(r) else ""
-        sections.append(
-            Section(
-                "Overfitting and leakage",
-                "overfitting-and-leakage",
-                (
-                    Paragraph.of(
-                        "Each point is one setting: how much better the target does on its training data than on "
-                        "unseen data (x), against how well the attack separates members from non-members (y). " + text
-                    ),
-                    F.figure_block(
-                        "gap_vs_auc",
-                        fig,
-                        title="Train-test accuracy gap vs attack AUC, all settings",
-                        caption="Points: setting means; bars: 95% intervals over seeds in both directions; "
-                        "dotted line: chance.",
-                    ),
-                ),
-            )
-        )
+        sections.append(study_section(run, study, [r for r in rows if r.study == study]))
+    overfitting = _overfitting_section(run, rows)
+    if overfitting is not None:
+        sections.append(overfitting)
     if run.findings:
-        sections.append(Section("Findings and verdicts", "findings-and-verdicts", (findings_table(run.findings),)))
-    if run.compare is not None:
-        sections.append(compare_section(run.compare))
+        sections.append(_findings_section(run))
     sections.append(_appendix(run))
-    status = run.manifest.get("status", "?")
-    finished = first(run.manifest, "finished", "created", default="")
+    m = run.manifest
+    title = {
+        "reproduce": "Membership inference audit: reproduction of the seed study",
+        "compare": "Membership inference audit: attacks compared",
+    }.get(m.kind, "Membership inference audit")
     subtitle = (
-        f"miaudit reproduce run {run.path.name} ({status}{', finished ' + str(finished) if finished else ''}); "
+        f"miaudit {m.kind} run {run.path.name} ({m.status}{', finished ' + m.finished if m.finished else ''}); "
         f"seeds {', '.join(map(str, run.seeds))}"
     )
+    return Document(title, subtitle, tuple(_summary(run, best)), tuple(sections))
+
+
+# --------------------------------------------------------------------------- single attack
+def _metrics_table(title: str, rows: Mapping[str, ResultRow], names: tuple[str, ...]) -> Table | None:
+    lines = []
+    for name in names:
+        r = rows.get(name)
+        if r is None:
+            continue
+        if name in ("n_members", "n_nonmembers", "queries") and float(r.value).is_integer():
+            text = f"{int(r.value):,}"
+        elif name.endswith("_s"):
+            text = fmt_num(r.value, 2)
+        else:
+            text = fmt_num(r.value, 4)
+        lines.append((metric_name(name), text))
+    return Table(title, ("metric", "value"), tuple(lines)) if lines else None
+
+
+def _single_attack_document(run: RunData) -> Document:
+    """The compact view of one attack on one target with one seed."""
+    rows = {r.metric: r for r in run.results}
+    head = run.summary[0]
+    seed = run.seeds[0]
+    what = setting_label(head.setting(), dims=_ATTACK_DIMS) or head.attack
+    target = (
+        f"a {head.arch or '?'} network trained on {f'{head.target_size:,}' if head.target_size else '?'} records "
+        f"of {dataset_name(run.manifest.config)}" + (f" ({head.classes} classes)" if head.classes else "")
+    )
+
+    def value(name: str, digits: int = 3) -> str:
+        r = rows.get(name)
+        return fmt_num(r.value, digits) if r is not None else "not stored"
+
+    items: list[tuple[Any, ...]] = [
+        (
+            "What was attacked: ",
+            target,
+            f", seed {seed}; train accuracy {value('target_train_accuracy')}, test accuracy "
+            f"{value('target_test_accuracy')} (gap {value('generalization_gap')}).",
+        ),
+        (
+            "Attack: ",
+            Strong(what),
+            ": ROC AUC ",
+            Strong(value("auc")),
+            "; TPR at 0.1% FPR ",
+            Strong(value("tpr_at_fpr_0.001")),
+            f"; attack accuracy {value('accuracy')}, precision {value('precision')}, recall {value('recall')}.",
+        ),
+    ]
+    if "queries" in rows or "attack_time_s" in rows:
+        queries = f"{int(rows['queries'].value):,}" if "queries" in rows else "not stored"
+        time = fmt_seconds(rows["attack_time_s"].value) if "attack_time_s" in rows else "not stored"
+        items.append((f"Cost: the target answered {queries} queries; fitting and scoring took {time}.",))
+    items.append(
+        (
+            "One seed, so no interval: `miaudit compare --seeds N` and `miaudit reproduce` repeat settings over "
+            "seeds and report 95% intervals.",
+        )
+    )
+    items.append(_HOW_TO_READ)
+    others = tuple(sorted(m for m in rows if m not in _SINGLE_METRICS and m not in _TARGET_METRICS))
+    tables = [
+        _metrics_table("Attack metrics", rows, (*_SINGLE_METRICS, *others)),
+        _metrics_table("Target model", rows, _TARGET_METRICS),
+    ]
+    figs = C.score_figures(run.scores(head.setting_id), prefix="", what=what)
+    sections = [
+        Section("ROC and membership scores", "roc-and-membership-scores", tuple(figs)),
+        Section("Numbers", "numbers", tuple(t for t in tables if t is not None)),
+    ]
+    if run.findings:
+        sections.append(_findings_section(run))
+    sections.append(
+        Section("Appendix: run, versions and configuration", "appendix-run-versions-and-configuration",
+                tuple(_run_facts(run)))
+    )  # fmt: skip
     return Document(
-        "Membership inference audit: reproduction of the seed study",
-        subtitle,
-        tuple(_summary(run, best)),
+        f"Membership inference audit: {what}",
+        f"one `miaudit {run.kind}` run, {run.path.name}, seed {seed}",
+        (Bullets(tuple(items)),),
         tuple(sections),
     )
+
+
+def run_document(run: RunData) -> Document:
+    """The report of a run directory: the single-attack view, or the full report of its studies."""
+    if is_single_attack(run):
+        return _single_attack_document(run)
+    return _study_document(run)

@@ -15,6 +15,7 @@ from miaudit.report.document import Table
 from miaudit.report.labels import (
     dim_header,
     dim_value,
+    fmt_bracket,
     fmt_ci,
     fmt_num,
     fmt_seconds,
@@ -22,12 +23,14 @@ from miaudit.report.labels import (
     setting_label,
     sort_value,
 )
-from miaudit.report.records import SETTING_COLUMNS, CompareData, Finding, SummaryRow
+from miaudit.report.records import SETTING_COLUMNS, Finding, SettingValue, SummaryRow
 
 __all__ = [
     "APPENDIX_METRICS",
+    "COMPARISON_METRICS",
+    "attack_dims",
+    "attack_table",
     "best_pair_table",
-    "compare_table",
     "findings_table",
     "fixed_setting",
     "key_value_table",
@@ -46,21 +49,58 @@ APPENDIX_METRICS = (
     "generalization_gap",
 )
 _PAIR_METRICS = ("accuracy", "precision", "recall", "auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001")
-_COMPARE_METRICS = ("auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "tpr_at_fpr_0", "accuracy", "wall_time_s")
+#: The attack-comparison table's metrics, each with the decimals it is shown with.
+COMPARISON_METRICS = (
+    ("auc", 3),
+    ("tpr_at_fpr_0.01", 3),
+    ("tpr_at_fpr_0.001", 3),
+    ("tpr_at_fpr_0", 3),
+    ("accuracy", 3),
+    ("queries", 0),
+    ("attack_time_s", 2),
+)
 
 Key = tuple[Any, ...]
+
+
+def _follows_attack(rows: Sequence[SummaryRow], dim: str) -> bool:
+    """Whether each attack among ``rows`` has a single value of ``dim`` (e.g. the Shokri classifier)."""
+    seen: dict[str, SettingValue] = {}
+    for r in rows:
+        value = getattr(r, dim)
+        if seen.setdefault(r.attack, value) != value:
+            return False
+    return True
+
+
+def _raw_varying(rows: Sequence[SummaryRow]) -> list[str]:
+    out = [d for d in SETTING_COLUMNS if len({getattr(r, d) for r in rows}) > 1]
+    if "shadow_arch" in out and all(r.shadow_arch == r.arch for r in rows):
+        out.remove("shadow_arch")
+    return out
 
 
 def varying_dims(rows: Iterable[SummaryRow]) -> list[str]:
     """The setting columns that take more than one value among ``rows``.
 
     ``shadow_arch`` is left out when it always equals ``arch`` (the attacker knows the network).
+    When the attack varies, columns that merely follow it (the Shokri attack's classifier, say,
+    empty for the other attacks) are left out too: they describe the attack, see :func:`attack_dims`.
     """
     rows = list(rows)
-    out = [d for d in SETTING_COLUMNS if len({getattr(r, d) for r in rows}) > 1]
-    if "shadow_arch" in out and all(r.shadow_arch == r.arch for r in rows):
-        out.remove("shadow_arch")
+    out = _raw_varying(rows)
+    if "attack" in out:
+        out = [d for d in out if d == "attack" or not _follows_attack(rows, d)]
     return out
+
+
+def attack_dims(rows: Iterable[SummaryRow]) -> list[str]:
+    """The columns that vary among ``rows`` only because the attack does (one value per attack)."""
+    rows = list(rows)
+    out = _raw_varying(rows)
+    if "attack" not in out:
+        return []
+    return [d for d in out if d != "attack" and _follows_attack(rows, d)]
 
 
 def layout(rows: Iterable[SummaryRow]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -247,10 +287,20 @@ def _diff_text(diff: float, low: float, high: float) -> str:
     return f"{diff:+.3f}"
 
 
-def findings_table(findings: Sequence[Finding], *, title: str = "The paper's findings, tested") -> Table:
-    """Each finding: its claim, the comparison made, the difference with its 95% interval, the verdict.
+FINDINGS_CAPTION = (
+    "The difference is in attack accuracy (the paper's metric); the margin is the smallest difference that "
+    "matters. supported: the 95% interval lies beyond the margin on the claimed side (for a claim that two "
+    "settings are comparable: inside the margin); contradicted: beyond the margin on the other side; "
+    "negligible: the whole interval lies inside the margin; inconclusive: anything else, or too few seeds for an "
+    "interval. Seeds needed: about how many seeds a decisive verdict would take at the observed spread."
+)
 
-    When the run also judged the findings on AUC, a last column gives that verdict.
+
+def findings_table(findings: Sequence[Finding], *, title: str = "The paper's findings, tested") -> Table:
+    """Each finding: its claim, the comparison made, the difference with its 95% interval, margin, verdict.
+
+    ``seeds needed`` is the number of seeds the run estimated a decisive verdict needs. When the run
+    also judged the findings on AUC, a last column gives that verdict.
     """
     with_auc = any(f.auc_verdict for f in findings)
     body = tuple(
@@ -260,32 +310,23 @@ def findings_table(findings: Sequence[Finding], *, title: str = "The paper's fin
             f.paper_ref or "–",
             f.comparison or f.metric or "–",
             _diff_text(f.difference, f.low, f.high),
+            f"±{f.margin:.3f}" if math.isfinite(f.margin) else "–",
             fmt_num(f.p_value, 3) if math.isfinite(f.p_value) else "–",
             str(f.n) if f.n else "–",
+            f"{f.seeds_needed:,}" if f.seeds_needed is not None else "–",
             f.verdict,
             *((f.auc_verdict or "–",) if with_auc else ()),
         )
         for f in findings
     )
+    columns = ("id", "claim", "paper", "comparison", "difference [95% CI]", "margin", "p", "seeds", "seeds needed")
     return Table(
         title=title,
-        columns=(
-            "id",
-            "claim",
-            "paper",
-            "comparison",
-            "difference [95% CI]",
-            "p",
-            "seeds",
-            "verdict",
-            *(("verdict on AUC",) if with_auc else ()),
-        ),
+        columns=(*columns, "verdict", *(("verdict on AUC",) if with_auc else ())),
         rows=body,
-        align=("l", "l", "l", "l", "r", "r", "r", "l", *(("l",) if with_auc else ())),
-        badge_columns=(7, 8) if with_auc else (7,),
-        caption="The difference is in attack accuracy (the paper's metric). supported: its 95% interval excludes 0 "
-        "on the claimed side; contradicted: it excludes 0 on the other side; not supported: it includes 0; "
-        "inconclusive: fewer than 2 seeds.",
+        align=("l", "l", "l", "l", "r", "r", "r", "r", "r", "l", *(("l",) if with_auc else ())),
+        badge_columns=(9, 10) if with_auc else (9,),
+        caption=FINDINGS_CAPTION,
     )
 
 
@@ -313,18 +354,47 @@ def key_value_table(title: str, mapping: Mapping[str, Any], *, seconds: Callable
     return Table(title=title, columns=("item", "value"), rows=tuple(rows), align=("l", "l"))
 
 
-def compare_table(compare: CompareData, *, title: str = "Attacks compared") -> Table:
-    """One row per attack of a ``compare.json``: AUC, TPR at low FPR and accuracy, mean ± 95% CI."""
-    metrics = [m for m in _COMPARE_METRICS if any(m in rec for rec in compare.metrics.values())]
-    order = sorted(compare.metrics, key=lambda a: -compare.metrics[a]["auc"].mean)
+def attack_table(rows: Iterable[SummaryRow], *, title: str) -> Table | None:
+    """The attacks of a study side by side: one row per attack (per setting when more than the attack varies).
+
+    Each cell is ``mean [low, high]`` over seeds, or the mean alone when there is no interval. A
+    ``configuration`` column describes what follows the attack (the Shokri classifier, the number
+    of shadow or reference models); the columns that vary within an attack come before the metrics.
+    Returns None when the study has fewer than two attacks.
+    """
+    rows = list(rows)
+    if len({r.attack for r in rows}) < 2:
+        return None
+    within = [d for d in varying_dims(rows) if d != "attack"]
+    config = attack_dims(rows)
+    index = {(r.setting_id, r.metric): r for r in rows}
+    settings: dict[str, SummaryRow] = {}
+    for r in rows:
+        settings.setdefault(r.setting_id, r)
+    metrics = [(m, d) for m, d in COMPARISON_METRICS if m == "auc" or any(r.metric == m for r in rows)]
+
+    def order(s: SummaryRow) -> tuple[Any, ...]:
+        auc = index.get((s.setting_id, "auc"))
+        mean = auc.mean if auc is not None and math.isfinite(auc.mean) else -math.inf
+        return (*(sort_value(d, getattr(s, d)) for d in within), -mean, s.attack)
+
     body = []
-    for name in order:
-        rec = compare.metrics[name]
-        n = max((iv.n for iv in rec.values()), default=1)
-        body.append((name, *(fmt_ci(rec[m]) if m in rec else "–" for m in metrics), str(n)))
+    for s in sorted(settings.values(), key=order):
+        line = [s.attack]
+        if config:
+            line.append(setting_label(s.setting(), dims=tuple(config)) or "–")
+        line += [dim_value(d, getattr(s, d)) for d in within]
+        for m, digits in metrics:
+            cell = index.get((s.setting_id, m))
+            line.append(fmt_bracket(cell.interval, digits) if cell else "–")
+        n = max((r.n for (sid, _), r in index.items() if sid == s.setting_id), default=0)
+        body.append((*line, str(n)))
+    columns = ("attack", *(("configuration",) if config else ()), *(dim_header(d) for d in within))
     return Table(
         title=title,
-        columns=("attack", *(metric_name(m) for m in metrics), "seeds"),
+        columns=(*columns, *(metric_name(m) for m, _ in metrics), "seeds"),
         rows=tuple(body),
-        caption="Sorted by AUC; mean ± half-width of the 95% interval over seeds.",
+        align=("l",) * len(columns) + ("r",) * (len(metrics) + 1),
+        caption="Mean over seeds [95% interval]; the mean alone where there is no interval (fewer than 3 seeds). "
+        + ("Sorted by AUC." if not within else "Sorted by " + ", ".join(map(dim_header, within)) + ", then by AUC."),
     )
