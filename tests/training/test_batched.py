@@ -96,7 +96,7 @@ def test_result_does_not_depend_on_chunking_or_workers(digits_split, small_spec,
     assert calls[-1] == (5, 5) and [d for d, _ in calls] == sorted(d for d, _ in calls)
     for a, b in zip(whole, chunked, strict=True):
         _assert_same(a, b)
-    with caplog.at_level(logging.WARNING, logger="miaudit.training.batched"):
+    with caplog.at_level(logging.WARNING, logger="miaudit.training.engine.planning"):
         tiny = train_batched(
             X, y, sets[:2], seeds=seeds[:2], model=small_spec, train=fast_train, memory_budget_bytes=1000
         )

@@ -13,8 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from miaudit.errors import TrainingError
 from miaudit.training import native
 from miaudit.training.batched import train_batched
+from miaudit.training.engine import fused as fused_path
+from miaudit.training.engine.fused import fused_applies
+from miaudit.training.engine.orchestration import train_chunk
+from miaudit.training.engine.planning import ChunkJob
 from miaudit.training.native import NATIVE_ENV, load_native, native_status
 
 pytestmark = pytest.mark.skipif(
@@ -55,12 +60,13 @@ def test_adam_step_matches_torch_fused_adam_over_many_steps(kernels, grad_dtype,
     p_ref, m_ref, v_ref = p0.clone(), torch.zeros(n), torch.zeros(n)
     p, m, v = p0.clone(), torch.zeros(n), torch.zeros(n)
     pc = torch.empty(n, dtype=torch.bfloat16) if copy else None
+    g = torch.empty(n, dtype=grad_dtype)
+    buffers = kernels.adam_buffers(p, m, v, grad=g, p_bf16=pc, lr=1e-3, weight_decay=wd)  # checked once
     for step in range(1, 51):
-        g = (torch.randn(n, generator=gen) * 10.0 ** -torch.randint(1, 5, (1,), generator=gen).item()).to(grad_dtype)
+        scale = 10.0 ** -torch.randint(1, 5, (1,), generator=gen).item()
+        g.copy_((torch.randn(n, generator=gen) * scale).to(grad_dtype))
         _torch_adam(p_ref, m_ref, v_ref, g.float(), step, lr=1e-3, wd=wd)
-        kernels.adam_step(
-            p, m, v, grad=g, p_bf16=pc, step=step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=wd
-        )
+        kernels.adam_step(buffers, step=step)
     # the parameters moved (50 steps of ~1e-3) and agree with torch to float32 rounding
     assert float((p - p0).abs().mean()) > 3e-3
     torch.testing.assert_close(p, p_ref, rtol=1e-5, atol=1e-6)  # one step moves p by ~1e-3
@@ -90,7 +96,7 @@ def test_bf16_copy_rounds_like_torch_on_ties_specials_and_subnormals(kernels) ->
     values = np.concatenate([bits.view(np.float32), rng.standard_normal(1000).astype(np.float32)])
     src = torch.from_numpy(values)
     dst = torch.empty(len(values), dtype=torch.bfloat16)
-    kernels.lib.miaudit_to_bf16(len(values), src.data_ptr(), dst.data_ptr())
+    kernels.to_bf16(src, dst)
     assert torch.equal(dst.view(torch.int16), src.to(torch.bfloat16).view(torch.int16))
 
 
@@ -98,18 +104,21 @@ def test_nan_stays_nan_in_the_bf16_copy(kernels) -> None:
     # a NaN whose payload would round up into the infinity pattern
     src = torch.from_numpy(np.array([0x7F800001, 0xFFFFFFFF], dtype=np.uint32).view(np.float32))
     dst = torch.empty(2, dtype=torch.bfloat16)
-    kernels.lib.miaudit_to_bf16(2, src.data_ptr(), dst.data_ptr())
+    kernels.to_bf16(src, dst)
     assert torch.isnan(dst.float()).all()
 
 
 def test_adam_step_rejects_mismatched_buffers(kernels) -> None:
     p, m, v = torch.zeros(8), torch.zeros(8), torch.zeros(8)
-    with pytest.raises(ValueError, match="equal length"):
-        kernels.adam_step(p, m, v, grad=torch.zeros(7), p_bf16=None, step=1, lr=1e-3, beta1=0.9, beta2=0.999,
-                          eps=1e-8, weight_decay=0.0)  # fmt: skip
-    with pytest.raises(ValueError, match="float32"):
-        kernels.adam_step(p.double(), m, v, grad=torch.zeros(8), p_bf16=None, step=1, lr=1e-3, beta1=0.9,
-                          beta2=0.999, eps=1e-8, weight_decay=0.0)  # fmt: skip
+    with pytest.raises(TrainingError, match=r"argument 'g' must be .*shape \(n,\) = \(8,\); got .*shape \(7,\)"):
+        kernels.adam_buffers(p, m, v, grad=torch.zeros(7), lr=1e-3, weight_decay=0.0)
+    with pytest.raises(TrainingError, match=r"argument 'p' must be .*dtype torch.float32.*got dtype torch.float64"):
+        kernels.adam_buffers(p.double(), m, v, grad=torch.zeros(8), lr=1e-3, weight_decay=0.0)
+    with pytest.raises(TrainingError, match=r"argument 'pc' must be .*bfloat16.*got dtype torch.float32"):
+        kernels.adam_buffers(p, m, v, grad=torch.zeros(8), p_bf16=torch.zeros(8), lr=1e-3, weight_decay=0.0)
+    with pytest.raises(TrainingError, match=r"argument 'dst' must be .*got dtype torch.bfloat16, shape \(7,\)"):
+        kernels.to_bf16(torch.zeros(8), torch.zeros(7, dtype=torch.bfloat16))
+    assert float(p.abs().sum()) == 0.0  # nothing ran
 
 
 def test_build_is_cached_and_reused(fresh) -> None:
@@ -119,7 +128,7 @@ def test_build_is_cached_and_reused(fresh) -> None:
     mtime = first.path.stat().st_mtime_ns
     again = native._build_and_load("adam")[0]
     assert again is not None and again.path == first.path and first.path.stat().st_mtime_ns == mtime
-    assert not list(first.path.parent.glob(".build-*")), "temporary build files left behind"
+    assert not list(first.path.parent.glob(".*.tmp")), "temporary build files left behind"
     # a build of another source version replaces the earlier library instead of piling up beside it
     stale = first.path.with_name("miaudit_adam_00000000000000000000.so")
     stale.write_bytes(b"an earlier build")
@@ -162,6 +171,7 @@ def test_no_compiler_or_switched_off_falls_back_with_a_reason(fresh, monkeypatch
     monkeypatch.setattr(native, "_compiler", lambda: os.environ["CC"])
     assert load_native() is None
     assert "failed" in native_status()
+    assert not list(fresh.rglob("*.tmp")) and not list(fresh.rglob("*.so"))  # a failed build leaves nothing
 
 
 @pytest.mark.parametrize("precision", ["f32", "bf16"])
@@ -186,20 +196,20 @@ def test_engine_with_and_without_native_kernel_agree(
 # the one-hidden-layer AMX path of the engine
 # ---------------------------------------------------------------------------------------------
 
-needs_mlp1 = pytest.mark.skipif(native.load_mlp1() is None, reason="no AMX-BF16 on this CPU (the stacked path runs)")
+needs_mlp1 = pytest.mark.skipif(
+    native.load_mlp1() is None, reason="needs AMX-BF16 and the compiled mlp1 kernels (the stacked path runs here)"
+)
 
 
 def test_fused_path_applies_only_where_it_can(small_spec, fast_train) -> None:
-    from miaudit.training.batched import _fused_applies
-
     bf16 = dataclasses.replace(fast_train, precision="bf16")
     has_amx = native.load_mlp1() is not None
-    assert _fused_applies(small_spec, bf16, "bf16") is has_amx  # 64-32-10, batch 32
-    assert not _fused_applies(small_spec, bf16, "f32")
-    assert not _fused_applies(dataclasses.replace(small_spec, dropout=0.2), bf16, "bf16")
-    assert not _fused_applies(dataclasses.replace(small_spec, hidden=(32, 32)), bf16, "bf16")
-    assert not _fused_applies(dataclasses.replace(small_spec, hidden=(48,)), bf16, "bf16")
-    assert not _fused_applies(small_spec, dataclasses.replace(bf16, batch_size=50), "bf16")
+    assert fused_applies(small_spec, bf16, "bf16") is has_amx  # 64-32-10, batch 32
+    assert not fused_applies(small_spec, bf16, "f32")
+    assert not fused_applies(dataclasses.replace(small_spec, dropout=0.2), bf16, "bf16")
+    assert not fused_applies(dataclasses.replace(small_spec, hidden=(32, 32)), bf16, "bf16")
+    assert not fused_applies(dataclasses.replace(small_spec, hidden=(48,)), bf16, "bf16")
+    assert not fused_applies(small_spec, dataclasses.replace(bf16, batch_size=50), "bf16")
 
 
 @needs_mlp1
@@ -240,16 +250,13 @@ def test_fused_path_same_seed_same_weights_and_models_independent(digits_split, 
 
 @needs_mlp1
 def test_fused_path_divergence_and_missing_kernels_raise_clear_errors(small_spec, fast_train, monkeypatch) -> None:
-    from miaudit.errors import TrainingError
-    from miaudit.training import batched
-
     train = dataclasses.replace(fast_train, precision="bf16")
     X = np.full((64, 64), 3e38, dtype=np.float32)  # inputs that overflow the first layer
     y = np.arange(64) % 10
     with pytest.raises(TrainingError, match=r"diverged .* model 0 .*lower the learning rate"):
         train_batched(X, y, [np.arange(64)], seeds=[0], model=small_spec, train=train)
     # planned for the fused path, then the library is gone (a worker in another process, say)
-    job = batched.ChunkJob(
+    job = ChunkJob(
         pool=torch.zeros(4, 96, dtype=torch.bfloat16),
         labels=torch.zeros(4, dtype=torch.int64),
         train_sets=(np.arange(4),),
@@ -260,6 +267,6 @@ def test_fused_path_divergence_and_missing_kernels_raise_clear_errors(small_spec
         precision="bf16",
         fused=True,
     )
-    monkeypatch.setattr(batched, "load_mlp1", lambda: None)
+    monkeypatch.setattr(fused_path, "load_mlp1", lambda: None)
     with pytest.raises(TrainingError, match="one-hidden-layer steps were planned for but cannot be loaded"):
-        batched.train_chunk(job)
+        train_chunk(job)

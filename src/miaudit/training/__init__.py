@@ -1,6 +1,8 @@
 """Training: model and recipe specs, the one training interface, the batched engine and executors."""
 
-from miaudit.training.batched import TrainedBatch, predict_proba_stacked, train_batched, train_many
+from __future__ import annotations
+
+from miaudit.training.engine import TrainedBatch, predict_proba_stacked, train_batched, train_many
 from miaudit.training.executors import Executor, InProcessExecutor
 from miaudit.training.hardware import native_bf16, resolve_precision
 from miaudit.training.networks import MLPParams

@@ -23,6 +23,8 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 import torch
 
+from miaudit.training.hardware import flush_denormals
+
 __all__ = ["Executor", "InProcessExecutor", "default_workers", "single_threaded_torch"]
 
 logger = logging.getLogger(__name__)
@@ -67,18 +69,21 @@ def default_workers() -> int:
 class single_threaded_torch:
     """Context manager: torch uses one intra-op thread in the current thread, restored on exit.
 
-    Also flushes denormal floats to zero in this thread (the flag is per thread): Adam's running
-    averages decay into denormals late in training, which otherwise slows each step several times.
+    Also flushes denormal floats to zero in this thread while it is active (the flag is per thread):
+    Adam's running averages decay into denormals late in training, which otherwise slows each step
+    several times. The thread's previous setting is restored on exit (:func:`~.hardware.flush_denormals`).
     """
 
     def __enter__(self) -> single_threaded_torch:
         self._threads = torch.get_num_threads()
+        self._flush = flush_denormals()
+        self._flush.__enter__()
         torch.set_num_threads(1)
-        torch.set_flush_denormal(True)
         return self
 
     def __exit__(self, *exc: object) -> None:
         torch.set_num_threads(self._threads)
+        self._flush.__exit__(None, None, None)
 
 
 class InProcessExecutor:

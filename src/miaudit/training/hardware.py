@@ -1,4 +1,4 @@
-"""What this CPU can do: native bf16 matrix units, available memory, measured matmul peak.
+"""What this CPU can do: native bf16 matrix units, available memory, measured matmul peak; denormals.
 
 The batched engine asks :func:`resolve_precision` whether ``precision="auto"`` means bf16 or f32:
 bf16 only where the CPU has native bf16 matrix instructions (Intel AMX-BF16 or AVX512-BF16, or the
@@ -16,8 +16,9 @@ import functools
 import logging
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,6 +29,8 @@ __all__ = [
     "BF16_FLAGS",
     "available_memory_bytes",
     "cpu_flags",
+    "denormals_flushed",
+    "flush_denormals",
     "matmul_peak_gflops",
     "native_bf16",
     "resolve_precision",
@@ -173,3 +176,36 @@ def matmul_peak_gflops(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         apart = best_rate(lambda: list(pool.map(one, range(workers))), workers, seconds / 2)
     return max(together, apart)
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread flushes denormal floats to zero (measured: torch has no getter for the flag).
+
+    The flag (``torch.set_flush_denormal``, the CPU's FTZ/DAZ bits) belongs to the calling thread.
+    """
+    return bool((torch.tensor(1e-40) * 1.0).item() == 0.0)
+
+
+@contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Context manager (or decorator): flush denormal floats to zero in this thread, then restore.
+
+    Adam's running averages decay into denormals late in training, which slows every step several
+    times on CPUs that handle them in microcode. The flag is per thread and torch has no getter, so
+    the state before is measured (:func:`denormals_flushed`) and turned off again on exit only if
+    this context turned it on; nested uses and a caller who had it on already keep theirs. Where the
+    CPU cannot flush denormals (``torch.set_flush_denormal`` returns False) nothing changes.
+
+    >>> before = denormals_flushed()
+    >>> with flush_denormals():
+    ...     denormals_flushed() or not torch.set_flush_denormal(True)
+    True
+    >>> denormals_flushed() == before
+    True
+    """
+    turned_on = not denormals_flushed() and torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if turned_on:
+            torch.set_flush_denormal(False)

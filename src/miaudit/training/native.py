@@ -2,7 +2,8 @@
 
 Two libraries:
 
-* ``_native/adam.c`` (every CPU): the fused Adam step of :mod:`miaudit.training.batched`. In bf16
+* ``_native/adam.c`` (every CPU): the fused Adam step of the engine's stacked path
+  (:mod:`miaudit.training.engine.stacked`). In bf16
   training it reads the bfloat16 gradients the matrix products wrote, updates the float32 master
   weights and Adam state, and writes the new bfloat16 weight copy in one pass over memory; with
   PyTorch alone the same step is three passes (gradients to float32, ``torch._fused_adam_``,
@@ -12,6 +13,13 @@ Two libraries:
   (the file says why and how). The engine uses it where it applies and the stacked PyTorch path
   elsewhere.
 
+Each C file's contract (every parameter's name, dtype and shape expression, the ABI number, the
+size rules, the Adam constants) is declared once beside it, in ``_native/adam.py`` and
+``_native/mlp1.py``. Loading a library checks its ABI number and gives each function the ctypes
+signature its contract declares; the wrappers here check every buffer against the contract once,
+when they bind it (:class:`~miaudit.training._native.contract.BoundCall`), so a wrong shape, dtype or
+layout raises :class:`~miaudit.errors.TrainingError` instead of corrupting memory.
+
 How it is built
 ---------------
 Each C file is compiled with the system's C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``;
@@ -20,8 +28,8 @@ Each C file is compiled with the system's C compiler (``$CC``, else ``cc``, ``gc
 hash of the source, the compiler, the flags and the CPU, and loaded with :mod:`ctypes` (calls
 release the GIL, so worker threads run kernels in parallel). The build takes well under a second,
 once per machine and source version (a new build removes the library of the earlier one). The
-library is written to a temporary name and renamed, so concurrent processes never load a half-written
-file.
+library is written to a temporary name and renamed (:func:`miaudit._io.atomic_path`), so concurrent
+processes never load a half-written file.
 
 Where there is no compiler, the build fails, or ``MIAUDIT_NATIVE=0`` is set, the engine uses the
 PyTorch operations instead: same arithmetic (to float32 rounding), slower. ``MIAUDIT_NATIVE=adam``
@@ -40,7 +48,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,9 +56,15 @@ from typing import Any
 import platformdirs
 import torch
 
+from miaudit._io import atomic_path
+from miaudit.errors import TrainingError
+from miaudit.training._native import adam as adam_contract
+from miaudit.training._native import mlp1 as mlp1_contract
+from miaudit.training._native.adam import ADAM
+from miaudit.training._native.contract import BoundCall
 from miaudit.training.hardware import cpu_flags
 
-__all__ = ["NATIVE_ENV", "MLP1Kernels", "NativeKernels", "load_mlp1", "load_native", "native_status"]
+__all__ = ["NATIVE_ENV", "AdamBuffers", "MLP1Kernels", "NativeKernels", "load_mlp1", "load_native", "native_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,109 +72,146 @@ logger = logging.getLogger(__name__)
 NATIVE_ENV = "MIAUDIT_NATIVE"
 _SOURCES = Path(__file__).with_name("_native")
 _FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")
-_ABI = 1
 _lock = threading.Lock()
 _loaded: dict[tuple[str, str], tuple[Any, str]] = {}
 
 
 @dataclass(frozen=True)
+class AdamBuffers:
+    """One part of a flat parameter buffer, checked against ``miaudit_adam_step``'s contract once.
+
+    Made by :meth:`NativeKernels.adam_buffers`; :meth:`NativeKernels.adam_step` runs steps on it.
+    """
+
+    call: BoundCall
+    beta1: float
+    beta2: float
+
+
+@dataclass(frozen=True)
 class NativeKernels:
-    """The compiled library and its entry points."""
+    """The compiled Adam library (``_native/adam.c``) and its entry points."""
 
     path: Path
     lib: ctypes.CDLL
 
-    def adam_step(
+    def adam_buffers(
         self,
         p: torch.Tensor,
         m: torch.Tensor,
         v: torch.Tensor,
         *,
         grad: torch.Tensor,
-        p_bf16: torch.Tensor | None,
-        step: int,
+        p_bf16: torch.Tensor | None = None,
         lr: float,
-        beta1: float,
-        beta2: float,
-        eps: float,
         weight_decay: float,
-    ) -> None:
-        """Adam step ``step`` (from 1) in place on contiguous 1-d float32 ``p``, ``m``, ``v``.
+        beta1: float = ADAM.beta1,
+        beta2: float = ADAM.beta2,
+        eps: float = ADAM.eps,
+    ) -> AdamBuffers:
+        """Check the buffers of Adam steps against the contract, once.
 
-        ``grad`` is float32 or bfloat16 of the same length; ``p_bf16``, if given, receives the new
-        parameters in bfloat16.
+        Parameters
+        ----------
+        p, m, v : Tensor of shape (n,), float32, contiguous
+            Parameters and Adam's moments, updated in place by each step.
+        grad : Tensor of shape (n,), float32 or bfloat16, contiguous
+            Read by each step.
+        p_bf16 : Tensor of shape (n,), bfloat16, optional
+            Receives the new parameters in bfloat16 at each step.
+        lr, weight_decay, beta1, beta2, eps : float
+            Adam's settings (weight decay added to the gradient, as ``torch.optim.Adam``).
+
+        Raises
+        ------
+        TrainingError
+            A buffer differs from the contract (``_native/adam.py``) in shape, dtype, contiguity or
+            overlaps another.
         """
-        n = p.numel()
-        for t in (m, v, grad) + ((p_bf16,) if p_bf16 is not None else ()):
-            if t.numel() != n or not t.is_contiguous():
-                raise ValueError("adam_step needs contiguous buffers of equal length")
-        if not (p.is_contiguous() and p.dtype == m.dtype == v.dtype == torch.float32):
-            raise ValueError("adam_step needs contiguous float32 p, m, v")
-        if grad.dtype not in (torch.float32, torch.bfloat16) or (p_bf16 is not None and p_bf16.dtype != torch.bfloat16):
-            raise ValueError("adam_step: grad must be float32 or bfloat16, p_bf16 bfloat16")
-        bf16_grad = grad.dtype == torch.bfloat16
-        self.lib.miaudit_adam_step(
-            n,
-            p.data_ptr(),
-            m.data_ptr(),
-            v.data_ptr(),
-            None if bf16_grad else grad.data_ptr(),
-            grad.data_ptr() if bf16_grad else None,
-            None if p_bf16 is None else p_bf16.data_ptr(),
-            lr,
-            beta1,
-            beta2,
-            1.0 - beta1**step,
-            (1.0 - beta2**step) ** 0.5,
-            eps,
-            weight_decay,
-        )
+        bf16 = isinstance(grad, torch.Tensor) and grad.dtype == torch.bfloat16
+        values = {
+            "n": p.numel() if isinstance(p, torch.Tensor) else 0,
+            "p": p,
+            "m": m,
+            "v": v,
+            "g": None if bf16 else grad,
+            "gc": grad if bf16 else None,
+            "pc": p_bf16,
+            "lr": lr,
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": eps,
+            "weight_decay": weight_decay,
+        }
+        call = adam_contract.ADAM_STEP.bind(self.lib.miaudit_adam_step, values)
+        return AdamBuffers(call=call, beta1=beta1, beta2=beta2)
+
+    def adam_step(self, buffers: AdamBuffers, *, step: int) -> None:
+        """Adam step ``step`` (from 1) in place on checked buffers (no check here: it runs every step)."""
+        buffers.call(bc1=1.0 - buffers.beta1**step, bc2_sqrt=(1.0 - buffers.beta2**step) ** 0.5)
+
+    def to_bf16(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """``dst`` (bfloat16, shape (n,)) = ``src`` (float32, shape (n,)) rounded to nearest even."""
+        n = src.numel() if isinstance(src, torch.Tensor) else 0
+        adam_contract.TO_BF16.bind(self.lib.miaudit_to_bf16, {"n": n, "src": src, "dst": dst})()
 
 
 @dataclass(frozen=True)
 class MLP1Kernels:
     """Whole training steps of one network with one hidden layer, on AMX (``_native/mlp1.c``).
 
-    Every array is a contiguous tensor allocated by :mod:`miaudit.training.batched` with the shapes
-    and dtypes the C file documents; nothing is checked here (it runs on every block of steps).
+    The arrays' shapes and dtypes are declared in ``_native/mlp1.py`` and checked when bound.
     """
 
     path: Path
     lib: ctypes.CDLL
 
     def copy_weights(self, P1: torch.Tensor, W1c: torch.Tensor) -> None:
-        """The bf16 pair-layout copy ``W1c`` of the float32 first-layer weights ``P1`` (D, H)."""
+        """The bf16 pair-layout copy ``W1c`` (D/2, H, 2) of the float32 first-layer weights ``P1`` (D, H)."""
+        if not (isinstance(P1, torch.Tensor) and P1.dim() == 2):
+            got = tuple(P1.shape) if isinstance(P1, torch.Tensor) else type(P1).__name__
+            raise TrainingError(f"copy_weights: P1 must be the (D, H) first-layer weights; got {got}")
         D, H = P1.shape
-        self.lib.miaudit_mlp1_copy_weights(D, H, P1.data_ptr(), W1c.data_ptr())
+        values = {"D": D, "H": H, "P1": P1, "W1c": W1c}
+        mlp1_contract.COPY_WEIGHTS.bind(self.lib.miaudit_mlp1_copy_weights, values)()
 
-    def train(
+    def bind_train(
         self,
-        pool: torch.Tensor,
-        idx: torch.Tensor,
-        rw: torch.Tensor,
-        labels: torch.Tensor,
-        state: Sequence[torch.Tensor],
-        scratch: Sequence[torch.Tensor],
+        buffers: Mapping[str, torch.Tensor],
         *,
-        t0: int,
+        D: int,
+        H: int,
+        C: int,
+        B: int,
         lr: float,
         weight_decay: float,
-        n_classes: int,
-    ) -> None:
-        """Adam steps ``t0 + 1 .. t0 + L`` on the L batches ``idx`` (L, B).
+    ) -> BoundCall:
+        """Check a model's buffers against the train kernel's contract once; call the result per block of steps.
 
-        ``state``: P1, m1, v1 (in 32 x 32 blocks), W1c, P2, m2, v2, as ``_native/mlp1.c`` lays them out.
+        Parameters
+        ----------
+        buffers : mapping of str to Tensor
+            ``pool``, ``idx``, ``rw``, ``labels``, the state (:data:`~miaudit.training._native.mlp1.STATE`) and
+            the scratch (:data:`~miaudit.training._native.mlp1.SCRATCH`), shaped as ``_native/mlp1.py`` declares.
+        D, H, C, B : int
+            Padded input width, hidden width, classes, batch size.
+        lr, weight_decay : float
+
+        Returns
+        -------
+        BoundCall
+            ``call(L=n_steps, t0=steps_before)`` runs Adam steps ``t0 + 1 .. t0 + L`` on the first ``L``
+            rows of ``idx``, ``rw`` and ``labels``.
+
+        Raises
+        ------
+        TrainingError
+            A buffer differs from the contract.
         """
-        L, B = idx.shape
-        W1c = state[3]  # (D/2, H, 2)
-        D, H = 2 * W1c.shape[0], W1c.shape[1]
-        self.lib.miaudit_mlp1_train(
-            D, H, n_classes, B, L,
-            pool.data_ptr(), idx.data_ptr(), rw.data_ptr(), labels.data_ptr(),
-            *(t.data_ptr() for t in state),
-            t0, lr, 0.9, 0.999, 1e-8, weight_decay,
-            *(t.data_ptr() for t in scratch),
-        )  # fmt: skip
+        values: dict[str, object] = {"D": D, "H": H, "C": C, "B": B, "lr": lr, "weight_decay": weight_decay}
+        values |= {"beta1": ADAM.beta1, "beta2": ADAM.beta2, "eps": ADAM.eps}
+        values |= buffers
+        return mlp1_contract.TRAIN.bind(self.lib.miaudit_mlp1_train, values)
 
 
 def native_status() -> str:
@@ -262,55 +313,38 @@ def _build_and_load(name: str) -> tuple[Any, str]:
     return None, why
 
 
+class _BuildFailed(Exception):
+    """The compiler ran and refused the source (its message says why)."""
+
+
 def _compile(cc: str, flags: tuple[str, ...], src: Path, path: Path) -> str:
     """Compile ``src`` into ``path`` (atomically); an empty string on success, else why not."""
-    directory = path.parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=directory)
-        os.close(fd)
-    except OSError as exc:
-        return f"cannot write to {directory}: {exc}"
-    try:
-        proc = subprocess.run([cc, *flags, "-o", tmp, str(src)], capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            return f"{cc} failed: {proc.stderr.strip()[-300:]}"
-        Path(tmp).replace(path)
-        # builds of earlier sources or compilers are not needed any more (a process that has one open keeps
-        # its mapping; another installation needing one builds it again)
-        for old in directory.glob(path.name.rsplit("_", 1)[0] + "_*.so"):
-            if old != path:
-                old.unlink(missing_ok=True)
-        return ""
+        # the compiler writes a hidden temporary file beside path, renamed onto it only once complete
+        with atomic_path(path) as tmp:
+            proc = subprocess.run([cc, *flags, "-o", str(tmp), str(src)], capture_output=True, text=True, timeout=120)
+            if proc.returncode != 0:
+                raise _BuildFailed(f"{cc} failed: {proc.stderr.strip()[-300:]}")
+    except _BuildFailed as exc:
+        return str(exc)
     except (OSError, subprocess.SubprocessError) as exc:
-        return f"{cc} failed: {exc}"
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        return f"cannot build {path.name} in {path.parent} with {cc}: {exc}"
+    # builds of earlier sources or compilers are not needed any more (a process that has one open keeps
+    # its mapping; another installation needing one builds it again)
+    for old in path.parent.glob(path.name.rsplit("_", 1)[0] + "_*.so"):
+        if old != path:
+            old.unlink(missing_ok=True)
+    return ""
 
 
 def _open_adam(path: Path) -> NativeKernels:
-    lib = ctypes.CDLL(str(path))
-    if lib.miaudit_native_abi() != _ABI:
-        raise OSError(f"{path.name} has another ABI version")
-    ptr, f32 = ctypes.c_void_p, ctypes.c_float
-    lib.miaudit_adam_step.argtypes = [ctypes.c_int64, ptr, ptr, ptr, ptr, ptr, ptr, f32, f32, f32, f32, f32, f32, f32]
-    lib.miaudit_adam_step.restype = None
-    lib.miaudit_to_bf16.argtypes = [ctypes.c_int64, ptr, ptr]
-    lib.miaudit_to_bf16.restype = None
-    return NativeKernels(path=path, lib=lib)
+    return NativeKernels(path=path, lib=adam_contract.LIBRARY.open(str(path)))
 
 
 def _open_mlp1(path: Path) -> MLP1Kernels:
-    lib = ctypes.CDLL(str(path))
-    if lib.miaudit_mlp1_abi() != _ABI:
-        raise OSError(f"{path.name} has another ABI version")
+    lib = mlp1_contract.LIBRARY.open(str(path))
     if lib.miaudit_mlp1_init() != 0:
         raise OSError("the kernel refused AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM)")
-    ptr, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-    lib.miaudit_mlp1_copy_weights.argtypes = [i64, i64, ptr, ptr]
-    lib.miaudit_mlp1_copy_weights.restype = None
-    lib.miaudit_mlp1_train.argtypes = [i64] * 5 + [ptr] * 11 + [i64] + [f32] * 5 + [ptr] * 6
-    lib.miaudit_mlp1_train.restype = None
     return MLP1Kernels(path=path, lib=lib)
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from miaudit.errors import DataError, TrainingError
 from miaudit.seeding import check_seed, torch_generator
+from miaudit.training.hardware import flush_denormals
 from miaudit.training.networks import MLPParams, init_params, shared_tensor
 from miaudit.training.specs import ModelSpec, TrainSpec
 
@@ -49,6 +50,7 @@ def check_training_data(X: np.ndarray, y: np.ndarray, model: ModelSpec) -> tuple
     return X, y.astype(np.int64, copy=False)
 
 
+@flush_denormals()  # Adam's moments decay into denormals; flushing them keeps epochs fast (restored after)
 def train_one(
     X: torch.Tensor,
     y: torch.Tensor,
@@ -71,7 +73,6 @@ def train_one(
         Fixes the initialisation, minibatch order and dropout masks.
     """
     seed = check_seed(seed)
-    torch.set_flush_denormal(True)  # Adam's moments decay into denormals; flushing them keeps epochs fast
     gen = torch_generator(seed, "train")
     weights, biases = init_params(model, gen)
     params = [p.requires_grad_() for pair in zip(weights, biases, strict=True) for p in pair]

@@ -1,0 +1,288 @@
+"""Orchestration: validate the request, build the shared pool, plan chunks, run them on an executor.
+
+Only the records some model trains on go into the pool, in the compute dtype, with a column of ones
+(layer 0's bias input) and, on the fused path, zero columns up to a multiple of 32. Each chunk is a
+:class:`~.planning.ChunkJob` run by :func:`train_chunk` on one of the executor's workers, on the
+fused path (:mod:`.fused`) where it applies and the stacked path (:mod:`.stacked`) elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from miaudit.errors import DataError
+from miaudit.seeding import check_seed
+from miaudit.training.engine.fused import fused_applies, padded_width, train_fused
+from miaudit.training.engine.inference import predict_proba_stacked
+from miaudit.training.engine.planning import (
+    MAX_CHUNK,
+    ChunkJob,
+    bytes_per_model,
+    default_memory_budget,
+    plan_chunks,
+)
+from miaudit.training.engine.stack import layer_layout
+from miaudit.training.engine.stacked import train_stacked
+from miaudit.training.executors import Executor, InProcessExecutor
+from miaudit.training.hardware import flush_denormals, resolve_precision
+from miaudit.training.networks import MLPParams, shared_tensor
+from miaudit.training.specs import ModelSpec, TrainSpec
+
+__all__ = ["TrainedBatch", "train_batched", "train_chunk", "train_many"]
+
+logger = logging.getLogger(__name__)
+
+
+def train_batched(
+    X: np.ndarray,
+    y: np.ndarray,
+    train_sets: Sequence[np.ndarray],
+    *,
+    seeds: Sequence[int],
+    model: ModelSpec,
+    train: TrainSpec,
+    progress: Callable[[int, int], None] | None = None,
+    memory_budget_bytes: int | None = None,
+    executor: Executor | None = None,
+) -> list[MLPParams]:
+    """Train one MLP per training set, K at a time, with batched matrix products.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_records, n_features), float32
+        The shared pool of records (validated by the caller).
+    y : ndarray of shape (n_records,), int64
+        Labels in [0, n_classes).
+    train_sets : sequence of ndarray of shape (n_train_k,)
+        For each model, the indices into X of its training set; sizes may differ (see the module
+        docstring: short batches are padded with zero-weight rows, no model gets extra steps).
+    seeds : sequence of int
+        One seed per model: it fixes the initialisation, minibatch order and dropout masks.
+    model, train : ModelSpec, TrainSpec
+        Architecture and recipe (Adam with ``train.lr`` and ``train.weight_decay`` added to the
+        gradient like ``torch.optim.Adam``; dropout ``model.dropout`` after every hidden ReLU).
+    progress : callable, optional
+        ``progress(n_done, n_total)`` after each finished chunk of models.
+    memory_budget_bytes : int, optional
+        Memory the engine may use; models are trained in chunks that fit. Default: half of the
+        available memory, at most 16 GiB.
+    executor : Executor, optional
+        Runs the chunks; default :class:`~miaudit.training.executors.InProcessExecutor` on all cores.
+
+    Returns
+    -------
+    list of MLPParams
+        One per training set, in order.
+    """
+    models, _ = _run(
+        X,
+        y,
+        train_sets,
+        seeds=seeds,
+        model=model,
+        train=train,
+        progress=progress,
+        memory_budget_bytes=memory_budget_bytes,
+        executor=executor,
+    )
+    return models
+
+
+@dataclass(frozen=True, eq=False)
+class TrainedBatch:
+    """K trained models with what attacks need from them.
+
+    Attributes
+    ----------
+    models : tuple of MLPParams
+    train_accuracy : ndarray of shape (n_models,)
+        Each model's accuracy on its own training set.
+    precision : {"f32", "bf16"}
+        The arithmetic used for training.
+    seconds : float
+        Wall time of training.
+    """
+
+    models: tuple[MLPParams, ...]
+    train_accuracy: np.ndarray
+    precision: str
+    seconds: float
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def predict_proba(self, X: np.ndarray, *, dtype: type = np.float64) -> np.ndarray:
+        """ndarray of shape (n_models, n_samples, n_classes): every model's probabilities on X."""
+        return predict_proba_stacked(self.models, X, dtype=dtype)
+
+    def accuracy(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """ndarray of shape (n_models,): each model's accuracy on (X, y)."""
+        y = np.asarray(y)
+        if y.shape != (len(X),):
+            raise DataError(f"y must have shape ({len(X)},) to match X; got {y.shape}")
+        return (predict_proba_stacked(self.models, X, dtype=np.float32).argmax(axis=2) == y).mean(axis=1)
+
+
+def train_many(
+    X: np.ndarray,
+    y: np.ndarray,
+    train_sets: Sequence[np.ndarray],
+    *,
+    seeds: Sequence[int],
+    model: ModelSpec,
+    train: TrainSpec,
+    progress: Callable[[int, int], None] | None = None,
+    memory_budget_bytes: int | None = None,
+    executor: Executor | None = None,
+) -> TrainedBatch:
+    """Like :func:`train_batched`, returning a :class:`TrainedBatch` (models, train accuracy, timing)."""
+    t0 = time.perf_counter()
+    models, precision = _run(
+        X,
+        y,
+        train_sets,
+        seeds=seeds,
+        model=model,
+        train=train,
+        progress=progress,
+        memory_budget_bytes=memory_budget_bytes,
+        executor=executor,
+    )
+    seconds = time.perf_counter() - t0
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    y = np.asarray(y)
+    acc = np.array([_own_accuracy(m, X, y, np.asarray(s)) for m, s in zip(models, train_sets, strict=True)])
+    return TrainedBatch(models=tuple(models), train_accuracy=acc, precision=precision, seconds=seconds)
+
+
+def _run(
+    X: np.ndarray,
+    y: np.ndarray,
+    train_sets: Sequence[np.ndarray],
+    *,
+    seeds: Sequence[int],
+    model: ModelSpec,
+    train: TrainSpec,
+    progress: Callable[[int, int], None] | None,
+    memory_budget_bytes: int | None,
+    executor: Executor | None,
+) -> tuple[list[MLPParams], str]:
+    X, y, sets, seeds_ = _validate(X, y, train_sets, seeds, model)
+    if memory_budget_bytes is not None and (
+        isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int) or memory_budget_bytes <= 0
+    ):
+        raise ValueError(f"memory_budget_bytes must be a positive integer or None; got {memory_budget_bytes!r}")
+    precision = resolve_precision(train.precision)
+    K = len(sets)
+    if K == 0:
+        return [], precision
+    executor = executor if executor is not None else InProcessExecutor()
+    # Only the records some model trains on go into the pool, in the compute dtype, with a ones column.
+    used, inverse = np.unique(np.concatenate(sets), return_inverse=True)
+    local = np.split(inverse.astype(np.int64), np.cumsum([len(s) for s in sets])[:-1])
+    fused = fused_applies(model, train, precision)
+    dtype = torch.bfloat16 if layer_layout(model, precision)[0].lowp else torch.float32
+    # features, then a column of ones (layer 0's bias), then zero columns up to the fused path's width
+    width = padded_width(model.n_features) if fused else model.n_features + 1
+    pool = torch.zeros(len(used), width, dtype=dtype)
+    pool[:, : model.n_features] = torch.index_select(shared_tensor(X), 0, torch.from_numpy(used))
+    pool[:, model.n_features] = 1.0
+    labels = torch.from_numpy(np.ascontiguousarray(y[used], dtype=np.int64))
+
+    steps = [train.epochs * math.ceil(len(s) / train.batch_size) for s in sets]
+    budget = memory_budget_bytes if memory_budget_bytes is not None else default_memory_budget()
+    chunks = plan_chunks(
+        steps,
+        per_model_bytes=bytes_per_model(model, train, precision),
+        shared_bytes=pool.numel() * pool.element_size(),
+        budget_bytes=budget,
+        n_workers=executor.n_workers,
+        max_chunk=1 if fused else MAX_CHUNK,
+    )
+    jobs = [
+        ChunkJob(
+            pool=pool,
+            labels=labels,
+            train_sets=tuple(local[k] for k in c),
+            seeds=tuple(seeds_[k] for k in c),
+            positions=tuple(c),
+            model=model,
+            train=train,
+            precision=precision,
+            fused=fused,
+        )
+        for c in chunks
+    ]
+    logger.info("training %d %s models in %d chunks (%s) with %r", K, model.name, len(jobs), precision, executor)
+    done = 0
+
+    def on_done(i: int, result: list[MLPParams]) -> None:
+        nonlocal done
+        done += len(result)
+        if progress is not None:
+            progress(done, K)
+
+    results = executor.map(train_chunk, jobs, on_done=on_done)
+    out: list[MLPParams | None] = [None] * K
+    for job, res in zip(jobs, results, strict=True):
+        for k, params in zip(job.positions, res, strict=True):
+            out[k] = params
+    return [p for p in out if p is not None], precision
+
+
+def _validate(
+    X: np.ndarray, y: np.ndarray, train_sets: Sequence[np.ndarray], seeds: Sequence[int], model: ModelSpec
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[int]]:
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != model.n_features:
+        raise DataError(f"X must have shape (n_samples, {model.n_features}) for this model; got {X.shape}")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    y = np.asarray(y)
+    if y.shape != (len(X),):
+        raise DataError(f"y must have shape ({len(X)},) to match X; got {y.shape}")
+    if isinstance(train_sets, np.ndarray) and train_sets.ndim == 1:
+        raise TypeError(
+            "train_sets must be a sequence of index arrays (one per model), not one array; wrap a single set in a list"
+        )
+    seeds = list(seeds)
+    if len(seeds) != len(train_sets):
+        raise ValueError(f"need one seed per training set: {len(train_sets)} sets, {len(seeds)} seeds")
+    seeds_ = [check_seed(s, name=f"seeds[{k}]") for k, s in enumerate(seeds)]
+    sets = []
+    for k, s in enumerate(train_sets):
+        s = np.asarray(s)
+        if s.ndim != 1 or not (s.size == 0 or np.issubdtype(s.dtype, np.integer)):
+            raise DataError(
+                f"train_sets[{k}] must be a 1-d array of integer indices into X; got shape {s.shape}, dtype {s.dtype}"
+            )
+        if s.size == 0:
+            raise DataError(f"train_sets[{k}] is empty; every model needs at least one record")
+        if s.min() < 0 or s.max() >= len(X):
+            raise DataError(f"train_sets[{k}] has indices outside 0..{len(X) - 1}; index into X")
+        sets.append(s.astype(np.int64, copy=False))
+    if sets and (y.min() < 0 or y.max() >= model.n_classes):
+        raise DataError(f"labels must be in [0, {model.n_classes - 1}]; got range [{y.min()}, {y.max()}]")
+    return X, y, sets, seeds_
+
+
+def _own_accuracy(m: MLPParams, X: np.ndarray, y: np.ndarray, idx: np.ndarray) -> float:
+    return m.accuracy(X[idx], y[idx])
+
+
+
+def train_chunk(job: ChunkJob) -> list[MLPParams]:
+    """Train the models of one chunk; return their weights in the chunk's order.
+
+    Meant to run through an executor (which gives the worker one torch thread). Denormal floats are
+    flushed to zero while the chunk trains (Adam's moments decay into denormals late in training,
+    which would slow every step several times) and the thread's previous setting is restored after.
+    """
+    with flush_denormals():
+        return train_fused(job) if job.fused else train_stacked(job)
