@@ -37,7 +37,6 @@ from typing import ClassVar, Self
 import numpy as np
 
 from miaudit.attacks.base import Attack, AttackerKnowledge, ProgressCallback
-from miaudit.attacks.registry import register_attack
 from miaudit.attacks.signals import (
     in_out_statistics,
     lira_offline_score,
@@ -214,7 +213,6 @@ class ReferenceAttack(Attack):
             )
 
 
-@register_attack("lira")
 class LiRAAttack(ReferenceAttack):
     """Online LiRA: per-record IN and OUT Gaussians from reference models trained at scoring time.
 
@@ -243,6 +241,7 @@ class LiRAAttack(ReferenceAttack):
         Reference models trained by :meth:`score` since fitting.
     """
 
+    name = "lira"
     min_refs = 4
 
     def __init__(
@@ -305,7 +304,6 @@ class LiRAAttack(ReferenceAttack):
         return lira_online_score(phi, mu_in[:n], s_in[:n], mu_out[:n], s_out[:n])
 
 
-@register_attack("lira-offline")
 class LiRAOfflineAttack(ReferenceAttack):
     """Offline LiRA: per-record OUT Gaussians from reference models trained on the population.
 
@@ -337,6 +335,7 @@ class LiRAOfflineAttack(ReferenceAttack):
         Records sent to targets by :meth:`score` since fitting (each scored record once).
     """
 
+    name = "lira-offline"
     min_refs = 2
 
     def __init__(

@@ -20,7 +20,6 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from miaudit.attacks.registry import register_attack
 from miaudit.attacks.shadow import ShadowData, ShadowTrainedAttack
 from miaudit.errors import ConfigError, DataError
 from miaudit.seeding import check_seed, derive_seed, make_rng
@@ -93,7 +92,6 @@ def _mlp_log_odds(model: Any, F: np.ndarray) -> np.ndarray:
     return z if list(mlp.classes_).index(1) == 1 else -z
 
 
-@register_attack("ml-leaks")
 class MLLeaksAttack(ShadowTrainedAttack):
     """Salem et al.'s ML-Leaks adversary 1.
 
@@ -124,6 +122,7 @@ class MLLeaksAttack(ShadowTrainedAttack):
         Records sent to targets by :meth:`score` since fitting.
     """
 
+    name = "ml-leaks"
     progress_label: ClassVar[str] = "train shadows"
 
     def __init__(

@@ -25,7 +25,6 @@ import numpy as np
 
 from miaudit.attacks.base import AttackerKnowledge, ProgressCallback
 from miaudit.attacks.lira import ReferenceAttack, _check_positive_int, reference_probabilities, train_offline_references
-from miaudit.attacks.registry import register_attack
 from miaudit.attacks.signals import rmia_offline_score, true_class_probability
 from miaudit.errors import ConfigError
 from miaudit.metrics import auc, best_threshold
@@ -42,7 +41,6 @@ DEFAULT_Z_SIZE = 2000
 A_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
 
 
-@register_attack("rmia")
 class RMIAAttack(ReferenceAttack):
     """Offline RMIA with ``a`` tuned on a pseudo-target.
 
@@ -82,6 +80,7 @@ class RMIAAttack(ReferenceAttack):
         Records sent to targets by :meth:`score` since fitting: the scored records plus z per call.
     """
 
+    name = "rmia"
     min_refs = 1
 
     def __init__(

@@ -27,7 +27,6 @@ from miaudit.attacks.classifiers import (
     classifier_scores,
     make_attack_model,
 )
-from miaudit.attacks.registry import register_attack
 from miaudit.errors import ConfigError, DataError
 from miaudit.seeding import check_seed, derive_seed, make_rng
 from miaudit.targets.base import Target
@@ -216,7 +215,6 @@ class ShadowTrainedAttack(Attack):
         return self.scores_from_probs(P, y)
 
 
-@register_attack("shokri")
 class ShadowModelAttack(ShadowTrainedAttack):
     """Shokri et al.'s shadow-model attack.
 
@@ -247,6 +245,8 @@ class ShadowModelAttack(ShadowTrainedAttack):
         0.0: scores are on a log-odds scale.
     n_shadow_records_ : int
     """
+
+    name = "shokri"
 
     def __init__(
         self,

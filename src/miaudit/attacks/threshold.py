@@ -21,7 +21,6 @@ from typing import ClassVar, Self
 
 import numpy as np
 
-from miaudit.attacks.registry import register_attack
 from miaudit.attacks.shadow import ShadowData, ShadowTrainedAttack
 from miaudit.attacks.signals import (
     cross_entropy,
@@ -176,7 +175,6 @@ class ThresholdAttack(ShadowTrainedAttack):
         return membership_signal(self.signal, P, y) - self.thresholds_[y]
 
 
-@register_attack("loss")
 class LossAttack(ThresholdAttack):
     """Yeom et al.'s loss attack: a record is a member when its cross-entropy loss is low.
 
@@ -184,35 +182,36 @@ class LossAttack(ThresholdAttack):
     :class:`ThresholdAttack` for the parameters.
     """
 
+    name = "loss"
     signal = "loss"
     default_per_class = False
 
 
-@register_attack("confidence")
 class ConfidenceAttack(ThresholdAttack):
     """Song & Mittal's confidence attack: high confidence in the true class, thresholds per class.
 
     See :class:`ThresholdAttack` for the parameters.
     """
 
+    name = "confidence"
     signal = "confidence"
 
 
-@register_attack("entropy")
 class EntropyAttack(ThresholdAttack):
     """Song & Mittal's entropy attack: low prediction entropy, thresholds per class.
 
     See :class:`ThresholdAttack` for the parameters.
     """
 
+    name = "entropy"
     signal = "entropy"
 
 
-@register_attack("modified-entropy")
 class ModifiedEntropyAttack(ThresholdAttack):
     """Song & Mittal's modified-entropy attack: low modified entropy, thresholds per class.
 
     See :class:`ThresholdAttack` for the parameters.
     """
 
+    name = "modified-entropy"
     signal = "modified-entropy"
