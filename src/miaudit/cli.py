@@ -6,8 +6,11 @@ finished unit elsewhere (CI logs).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +21,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from miaudit.errors import MiauditError
+from miaudit.errors import ConfigError, MiauditError
+from miaudit.metrics import MIN_INTERVAL_VALUES
+from miaudit.studies.schema import ATTACK_ORDER
 
 app = typer.Typer(
     name="miaudit",
@@ -84,10 +89,9 @@ def _fail(exc: Exception) -> None:
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(path)
+    from miaudit.studies.store import write_json
+
+    write_json(path, record)
 
 
 def _fmt(v: Any) -> str:
@@ -95,7 +99,7 @@ def _fmt(v: Any) -> str:
 
 
 def attack_table(result: dict[str, Any]) -> Table:
-    """The results table of one attack run."""
+    """The results table of one attack run (a record of :func:`miaudit.studies.run.attack_record`)."""
     cfg, m, tgt = result["config"], result["metrics"], result["target"]
     params = {k: v for k, v in result.get("attack", {}).items() if k not in ("name", "seed") and v is not None}
     title = f"{cfg['attack']} attack on a {cfg['dataset']} {cfg['arch']} target, seed {cfg['seed']}"
@@ -123,177 +127,247 @@ def attack_table(result: dict[str, Any]) -> Table:
     return t
 
 
-def _interval_text(ci: dict[str, Any], fmt: str = ".3f", sep: str = " ") -> str:
-    """``mean [low, high]``, or the mean alone without an interval (one seed, or no spread)."""
-    mean, low, high = ci["mean"], ci.get("low"), ci.get("high")
-    if low is None or high is None or low == high:
+def _interval_text(row: dict[str, Any], fmt: str = ".3f", sep: str = " ") -> str:
+    """``mean [low, high]`` of a summary row, or the mean alone without an interval (too few seeds)."""
+    mean, low, high = row["mean"], row.get("low"), row.get("high")
+    if low is None or high is None or not math.isfinite(low) or not math.isfinite(high) or low == high:
         return f"{mean:{fmt}}"
     return f"{mean:{fmt}}{sep}[{low:{fmt}}, {high:{fmt}}]"
 
 
-#: columns of the comparison table: header, how to read the value from an attack's record, format
-_COMPARE_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str], ...] = (
-    ("AUC", lambda a: a["auc"], ".3f"),
-    ("TPR @ 1% FPR", lambda a: a["tpr_at_fpr"]["0.01"], ".3f"),
-    ("TPR @ 0.1% FPR", lambda a: a["tpr_at_fpr"]["0.001"], ".4f"),
-    ("TPR @ 0% FPR", lambda a: a["tpr_at_fpr"]["0"], ".4f"),
-    ("accuracy", lambda a: a["accuracy"], ".3f"),
-    ("precision", lambda a: a["precision"], ".3f"),
-    ("recall", lambda a: a["recall"], ".3f"),
-    ("queries", lambda a: a["queries"], ".0f"),
-    ("wall time (s)", lambda a: a["wall_time_s"], ".1f"),
+#: columns of the comparison table: header, summary metric, format
+_COMPARE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("AUC", "auc", ".3f"),
+    ("TPR @ 1% FPR", "tpr_at_fpr_0.01", ".3f"),
+    ("TPR @ 0.1% FPR", "tpr_at_fpr_0.001", ".4f"),
+    ("TPR @ 0% FPR", "tpr_at_fpr_0", ".4f"),
+    ("accuracy", "accuracy", ".3f"),
+    ("precision", "precision", ".3f"),
+    ("recall", "recall", ".3f"),
+    ("queries", "queries", ".0f"),
+    ("attack time (s)", "attack_time_s", ".1f"),
 )
 
 
-def compare_table(result: dict[str, Any]) -> Table:
-    """The table of ``miaudit compare``: one row per attack, the mean over seeds above its 95% interval."""
-    cfg, tgt = result["config"], result["target"]
-    seeds = result["seeds"]
+def compare_table(summary: list[dict[str, Any]], *, seeds: list[int]) -> Table:
+    """One row per attack of a comparison's summary rows: the mean over seeds above its 95% interval."""
+    by_attack: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in summary:
+        by_attack.setdefault(str(r["attack"]), {})[str(r["metric"])] = r
+    first = next(iter(by_attack.values()))
     title = (
-        f"{len(result['attacks'])} attacks on the {cfg['dataset']} {cfg['arch']} target "
-        f"({cfg['target_size']} members), {len(seeds)} seed{'s' if len(seeds) != 1 else ''}: "
-        "mean and [95% interval]"
+        f"{len(by_attack)} attacks on the same targets ({first['auc']['target_size']} members, "
+        f"{first['auc']['arch']} network), {len(seeds)} seed{'s' if len(seeds) != 1 else ''}: mean"
+        + (" and [95% interval]" if len(seeds) >= MIN_INTERVAL_VALUES else " (too few seeds for an interval)")
     )
     caption = (
-        f"target train accuracy {_interval_text(tgt['train_accuracy'])}, "
-        f"test accuracy {_interval_text(tgt['test_accuracy'])}; seeds {', '.join(map(str, seeds))}"
+        f"target train accuracy {_interval_text(first['target_train_accuracy'])}, "
+        f"test accuracy {_interval_text(first['target_test_accuracy'])}; seeds {', '.join(map(str, seeds))}"
     )
     t = Table(title=title, caption=caption, show_header=True, header_style="bold")
     t.add_column("attack")
     for header, _, _ in _COMPARE_COLUMNS:
         t.add_column(header, justify="right")
-    for name, record in result["attacks"].items():
-        t.add_row(name, *(_interval_text(get(record), fmt, "\n") for _, get, fmt in _COMPARE_COLUMNS))
+    for name, rows in by_attack.items():
+        t.add_row(name, *(_interval_text(rows[metric], fmt, "\n") for _, metric, fmt in _COMPARE_COLUMNS))
     return t
 
 
-# Options shared by ``attack`` and ``compare``: the target and what the attacker knows.
-_DATASET = typer.Option("fashion-mnist", help="Dataset.")
-_DATA_DIR = typer.Option(None, envvar="MIAUDIT_DATA_DIR", help="Folder with the dataset files.")
-_CLASSES = typer.Option(None, help="Keep only the first N classes.")
-_TARGET_SIZE = typer.Option(3000, help="Target members (as many non-members are held out).")
-_SHADOW_TRAIN_SIZE = typer.Option(3000, help="Training records per shadow model.")
-_SHADOW_TEST_SIZE = typer.Option(2000, help="Held-out records per shadow model.")
-_SHADOWS = typer.Option(6, help="Shadow models (shokri, and the threshold attacks' calibration).")
-_ARCH = typer.Option("simple", help="Target network.")
-_SHADOW_ARCH = typer.Option(None, help="Shadow/reference network (default: the target's).")
-_EPOCHS = typer.Option(30, help="Training epochs of target, shadow and reference models.")
-_ATTACK_MODEL = typer.Option("linear-svm", help="Attack classifier of shokri.")
-_PER_CLASS = typer.Option(
-    None,
-    "--per-class/--no-per-class",
-    help="Per-class attack models (shokri) or thresholds (threshold attacks); default: each attack's own.",
-)
-_FEATURES = typer.Option("rich", help="Features the shokri attack classifier sees.")
-_REFS = typer.Option(
-    None, "--refs", help="Reference models of lira, lira-offline and rmia (default 16); others ignore it."
-)
-_REF_TRAIN_SIZE = typer.Option(None, help="Records per reference model (default: --target-size).")
-_ENGINE = typer.Option("auto", help="Training engine.")
-_PRECISION = typer.Option("auto", help="Training precision.")
-_VERBOSE = typer.Option(False, "--verbose", "-v", help="Log details.")
-_ATTACK_NAMES_HELP = "shokri, loss, confidence, entropy, modified-entropy, ml-leaks, lira, lira-offline, rmia"
+# The options of a setting, declared once: ``attack`` and ``compare`` take all of them (setting fields, the
+# training recipe and the run's engine, precision and data folder). Allowed values come from the registries.
+def _setting_options() -> dict[str, tuple[Any, Any]]:
+    from miaudit.attacks.classifiers import ATTACK_MODELS, FEATURE_SETS
+    from miaudit.data.datasets import DATASETS
+    from miaudit.training.specs import ARCHITECTURES, ENGINES, PRECISIONS
 
-Arch = Literal["simple", "dense", "dropout"]
-AttackModel = Literal["lr", "tree", "linear-svm", "rbf-svm"]
-FeatureSet = Literal["raw", "sorted", "log-sorted", "true-label", "rich"]
+    def one_of(values: Any) -> str:
+        return " | ".join(values)
+
+    return {
+        "dataset": (str, typer.Option("fashion-mnist", help=f"Dataset: {one_of(DATASETS)}.")),
+        "data_dir": (Path | None, typer.Option(None, envvar="MIAUDIT_DATA_DIR", help="Folder with the dataset files.")),
+        "classes": (int | None, typer.Option(None, help="Keep only the first N classes.")),
+        "target_size": (int, typer.Option(3000, help="Target members (as many non-members are held out).")),
+        "arch": (str, typer.Option("simple", help=f"Target network: {one_of(ARCHITECTURES)}.")),
+        "shadow_arch": (
+            str | None,
+            typer.Option(None, help="Network of the attacker's shadow and reference models (default: the target's)."),
+        ),
+        "epochs": (int, typer.Option(30, help="Training epochs of target, shadow and reference models.")),
+        "batch_size": (int, typer.Option(64, help="Minibatch size of the training recipe.")),
+        "lr": (float, typer.Option(1e-3, help="Adam learning rate of the training recipe.")),
+        "weight_decay": (float, typer.Option(0.0, help="L2 weight decay of the training recipe (a defence).")),
+        "shadows": (int, typer.Option(6, help="Shadow models (shokri, and the threshold attacks' calibration).")),
+        "shadow_train_size": (int, typer.Option(3000, help="Training records per shadow model.")),
+        "shadow_test_size": (int, typer.Option(2000, help="Held-out records per shadow model.")),
+        "attack_model": (
+            str,
+            typer.Option("linear-svm", help=f"Attack classifier of shokri: {one_of(ATTACK_MODELS)}."),
+        ),
+        "per_class": (
+            bool | None,
+            typer.Option(
+                None,
+                "--per-class/--no-per-class",
+                help="Per-class attack models (shokri) or thresholds (threshold attacks); default: each attack's own.",
+            ),
+        ),
+        "features": (
+            str,
+            typer.Option("rich", help=f"Features of shokri's attack classifier: {one_of(FEATURE_SETS)}."),
+        ),
+        "refs": (int | None, typer.Option(None, "--refs", help="Reference models of lira, lira-offline, rmia (16).")),
+        "ref_train_size": (
+            int | None,
+            typer.Option(None, help="Records per reference model (default: --target-size)."),
+        ),
+        "engine": (str, typer.Option("auto", help=f"Training engine: {one_of(ENGINES)}.")),
+        "precision": (str, typer.Option("auto", help=f"Training precision: {one_of(PRECISIONS)}.")),
+        "cache_dir": (
+            Path | None,
+            typer.Option(None, envvar="MIAUDIT_CACHE_DIR", help="Cache of trained models (default: the user cache)."),
+        ),
+    }
 
 
-def _run_options(values: dict[str, Any], config_cls: Any, **renamed: Any) -> dict[str, Any]:
-    """The raw config fields among a command's arguments (``values``, its locals), paths as strings."""
-    raw = {k: v for k, v in {**values, **renamed}.items() if k in config_cls.model_fields}
-    if raw.get("data_dir") is not None:
-        raw["data_dir"] = str(raw["data_dir"])
-    return raw
+_SETTING_OPTIONS = _setting_options()
+_RENAMED = {"shadows": "n_shadows", "refs": "n_refs"}
+_RECIPE = ("epochs", "batch_size", "lr", "weight_decay")
+_RUN = ("data_dir", "engine", "precision", "cache_dir")
+
+
+def with_setting_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Give a command every option of :data:`_SETTING_OPTIONS`; it receives them as ``options: dict``."""
+    sig = inspect.signature(func, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "options"]
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=typ)
+        for name, (typ, opt) in _SETTING_OPTIONS.items()
+    ]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> None:
+        options = {name: kwargs.pop(name) for name in _SETTING_OPTIONS}
+        func(options=options, **kwargs)
+
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    del command.__wrapped__
+    return command
+
+
+def _setting_and_run(options: dict[str, Any], **fields: Any) -> tuple[Any, Any, Path]:
+    """The Setting, the RunSpec and the cache folder of a command's options (ConfigError when invalid)."""
+    from miaudit.studies.run import default_cache_dir
+    from miaudit.studies.schema import Setting, parse_config
+
+    raw = {_RENAMED.get(k, k): v for k, v in options.items() if k not in _RECIPE and k not in _RUN}
+    raw["train"] = {k: options[k] for k in _RECIPE}
+    setting = parse_config(Setting, {**raw, **fields})
+    run_fields = {k: (str(options[k]) if k == "data_dir" and options[k] is not None else options[k]) for k in _RUN}
+    cache_dir = run_fields.pop("cache_dir") or default_cache_dir()
+    return setting, run_fields, Path(cache_dir)
+
+
+def _parse_attack_params(pairs: list[str]) -> dict[str, Any]:
+    """``["n_refs=32", "fix_variance=true"]`` as a dict, each value read as a TOML value (else a string)."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--attack-param takes KEY=VALUE (e.g. n_refs=32); got {pair!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = text.strip()
+    return out
 
 
 @app.command()
+@with_setting_options
 def attack(
-    attack_name: str = typer.Option("shokri", "--attack", help=f"Attack: {_ATTACK_NAMES_HELP}."),
-    dataset: Literal["fashion-mnist", "digits"] = _DATASET,
-    data_dir: Path | None = _DATA_DIR,
-    classes: int | None = _CLASSES,
-    target_size: int = _TARGET_SIZE,
-    shadow_train_size: int = _SHADOW_TRAIN_SIZE,
-    shadow_test_size: int = _SHADOW_TEST_SIZE,
-    shadows: int = _SHADOWS,
-    arch: Arch = _ARCH,
-    shadow_arch: Arch | None = _SHADOW_ARCH,
-    epochs: int = _EPOCHS,
-    attack_model: AttackModel = _ATTACK_MODEL,
-    per_class: bool | None = _PER_CLASS,
-    features: FeatureSet = _FEATURES,
-    refs: int | None = _REFS,
-    ref_train_size: int | None = _REF_TRAIN_SIZE,
-    engine: Literal["auto", "batched", "loop"] = _ENGINE,
-    precision: Literal["auto", "f32", "bf16"] = _PRECISION,
-    seed: int = typer.Option(0, help="Seed of the whole run."),
+    options: dict[str, Any],
+    attack_name: str = typer.Option("shokri", "--attack", help=f"Attack: {' | '.join(ATTACK_ORDER)}, or a plugin's."),
+    attack_param: list[str] = typer.Option(
+        [], "--attack-param", help="Any other parameter of the attack, KEY=VALUE (repeatable), e.g. fix_variance=true."
+    ),
+    seed: int = typer.Option(0, help="Seed of the run: the same as seed SEED of a study with this setting."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the full result record here."),
-    verbose: bool = _VERBOSE,
+    out: Path | None = typer.Option(None, "--out", help="Also write a run directory here (for `miaudit report`)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details."),
 ) -> None:
-    """Run one membership inference attack on a freshly trained target and print the results."""
-    from miaudit.studies.config import AttackConfig, parse_config
-    from miaudit.studies.pipeline import run_attack
+    """Run one membership inference attack on a target trained for the seed, and print the results."""
+    from miaudit.studies.cache import Cache
+    from miaudit.studies.experiment import Experiment
+    from miaudit.studies.run import attack_record, attack_study, run_studies
+    from miaudit.studies.schema import RunSpec, parse_config
 
     _setup_logging(verbose)
-    raw = _run_options(locals(), AttackConfig, attack=attack_name)
+    t0 = time.perf_counter()
     try:
-        config = parse_config(AttackConfig, raw)
+        setting, run_fields, cache_dir = _setting_and_run(
+            options, attack=attack_name, attack_params=_parse_attack_params(attack_param)
+        )
+        run = parse_config(RunSpec, {"seeds": 1, "first_seed": seed, **run_fields})
+        cache = Cache(cache_dir)
         with ProgressPrinter() as progress:
-            result = run_attack(config, progress=progress)
-    except MiauditError as exc:
+            if out is not None:
+                result = run_studies([attack_study(setting)], run, out, kind="attack", cache=cache, progress=progress)
+                (ev,) = result.evaluations
+            else:
+                (ev,) = Experiment(run, cache=cache, progress=progress).run([setting], [seed])
+        ds = Experiment(run, cache=None).view(setting.dataset, setting.classes)
+        dataset = {"name": ds.name, "source": ds.source, "n_records": ds.n_samples, "n_classes": ds.n_classes}
+        record = attack_record(ev, run, dataset=dataset, total_s=time.perf_counter() - t0)
+    except (MiauditError, ValueError) as exc:
         _fail(exc)
-    console.print(attack_table(result))
+    console.print(attack_table(record))
     if json_path is not None:
-        _write_json(json_path, result)
+        _write_json(json_path, record)
         console.print(f"result written to {json_path}")
+    if out is not None:
+        console.print(f"run directory written to {out} (`miaudit report {out}` builds its report)")
 
 
 @app.command()
+@with_setting_options
 def compare(
-    attacks: str = typer.Option("all", "--attacks", help=f"Comma-separated attacks, or all ({_ATTACK_NAMES_HELP})."),
-    seeds: int = typer.Option(3, "--seeds", help="Number of seeds: a new split, target and attacks for each."),
-    dataset: Literal["fashion-mnist", "digits"] = _DATASET,
-    data_dir: Path | None = _DATA_DIR,
-    classes: int | None = _CLASSES,
-    target_size: int = _TARGET_SIZE,
-    shadow_train_size: int = _SHADOW_TRAIN_SIZE,
-    shadow_test_size: int = _SHADOW_TEST_SIZE,
-    shadows: int = _SHADOWS,
-    arch: Arch = _ARCH,
-    shadow_arch: Arch | None = _SHADOW_ARCH,
-    epochs: int = _EPOCHS,
-    attack_model: AttackModel = _ATTACK_MODEL,
-    per_class: bool | None = _PER_CLASS,
-    features: FeatureSet = _FEATURES,
-    refs: int | None = _REFS,
-    ref_train_size: int | None = _REF_TRAIN_SIZE,
-    engine: Literal["auto", "batched", "loop"] = _ENGINE,
-    precision: Literal["auto", "f32", "bf16"] = _PRECISION,
-    seed: int = typer.Option(0, help="First seed (seeds are SEED, SEED+1, ...)."),
-    json_path: Path | None = typer.Option(
-        None, "--json", help="Write the record here (for `miaudit report`): metrics and scores per attack."
+    options: dict[str, Any],
+    attacks: str = typer.Option(
+        "all", "--attacks", help=f"Comma-separated attacks ({', '.join(ATTACK_ORDER)}), or all."
     ),
-    verbose: bool = _VERBOSE,
+    seeds: int = typer.Option(3, "--seeds", help="Number of seeds: a new split, target and attacks for each."),
+    seed: int = typer.Option(0, help="First seed (seeds are SEED, SEED+1, ...)."),
+    out: Path = typer.Option(Path("runs/compare"), "--out", help="Run directory (for `miaudit report`)."),
+    report: bool = typer.Option(True, help="Write the HTML and Markdown report at the end."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details."),
 ) -> None:
     """Run several attacks on the same targets over several seeds and print one comparison table."""
-    from miaudit.studies.compare import run_compare
-    from miaudit.studies.config import CompareConfig, parse_config
+    from miaudit.studies.cache import Cache
+    from miaudit.studies.run import compare_study, run_studies
+    from miaudit.studies.schema import RunSpec, parse_config
 
     _setup_logging(verbose)
-    raw = _run_options(locals(), CompareConfig)
     try:
-        config = parse_config(CompareConfig, raw)
+        setting, run_fields, cache_dir = _setting_and_run(options)
+        study = compare_study(setting, attacks)
+        run = parse_config(RunSpec, {"seeds": seeds, "first_seed": seed, **run_fields})
         with ProgressPrinter() as progress:
-            result = run_compare(config, progress=progress)
-    except MiauditError as exc:
+            result = run_studies(
+                [study], run, out, kind="compare", cache=Cache(cache_dir), command=_command(), progress=progress
+            )
+    except (MiauditError, ValueError) as exc:
         _fail(exc)
     # the table is wide: let it be when the output is a file or a log rather than a terminal
-    out = console if console.is_terminal else Console(width=max(console.width, 180))
-    out.print(compare_table(result))
-    if json_path is not None:
-        _write_json(json_path, result)
-        console.print(f"result written to {json_path}")
+    wide = console if console.is_terminal else Console(width=max(console.width, 180))
+    wide.print(compare_table(result.summary, seeds=run.seed_list))
+    _print_timings(result.manifest)
+    console.print(f"results are in {out}")
+    if report:
+        _write_report(out)
 
 
 @data_app.command("info")
@@ -359,71 +433,52 @@ def reproduce(
     out: Path | None = typer.Option(None, help="Run directory (default: runs/reproduce, or runs/quick)."),
     quick: bool = typer.Option(False, "--quick", help="Every study at a reduced scale (a few minutes)."),
     config_dir: Path | None = typer.Option(None, help="Folder of study*.toml configs (default: the shipped ones)."),
-    cache_dir: Path | None = typer.Option(None, help="Cache of trained models and attacks (default: RUN/cache)."),
+    cache_dir: Path | None = typer.Option(
+        None, envvar="MIAUDIT_CACHE_DIR", help="Cache of trained models and attacks (default: the user cache)."
+    ),
     data_dir: Path | None = typer.Option(None, envvar="MIAUDIT_DATA_DIR", help="Folder with the dataset files."),
-    engine: Literal["auto", "batched", "loop"] = typer.Option("auto", help="Training engine."),
-    precision: Literal["auto", "f32", "bf16"] = typer.Option("auto", help="Training precision."),
+    engine: str = typer.Option("auto", help="Training engine: auto | batched | loop."),
+    precision: str = typer.Option("auto", help="Training precision: auto | f32 | bf16."),
     report: bool = typer.Option(True, help="Write the HTML and Markdown report at the end."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details."),
 ) -> None:
     """Reproduce the seed study's experiments over several seeds, with intervals and verdicts."""
-    from miaudit.studies.config import parse_config
-    from miaudit.studies.reproduce import reproduce as run_reproduce
-    from miaudit.studies.study import ReproduceConfig, load_studies
+    from miaudit.studies.cache import Cache
+    from miaudit.studies.run import default_cache_dir, run_studies
+    from miaudit.studies.schema import RunSpec, load_studies, parse_config
 
     _setup_logging(verbose)
     out = out or Path("runs") / ("quick" if quick else "reproduce")
     try:
         ids = [s.strip() for s in studies.split(",") if s.strip()] if studies else None
-        config = parse_config(
-            ReproduceConfig,
-            {"studies": tuple(load_studies(ids, config_dir=config_dir)), "seeds": seeds, "quick": quick},
+        loaded = load_studies(ids, config_dir=config_dir)
+        run = parse_config(
+            RunSpec,
+            {"seeds": seeds, "engine": engine, "precision": precision, "data_dir": str(data_dir) if data_dir else None},
         )
         with ProgressPrinter() as progress:
-            manifest = run_reproduce(
-                config,
+            result = run_studies(
+                loaded,
+                run,
                 out,
-                cache_dir=cache_dir,
-                data_dir=str(data_dir) if data_dir else None,
-                engine=engine,
-                precision=precision,
-                command="miaudit " + " ".join(sys.argv[1:]),
+                kind="reproduce",
+                quick=quick,
+                cache=Cache(cache_dir or default_cache_dir()),
+                command=_command(),
                 progress=progress,
             )
     except MiauditError as exc:
         _fail(exc)
-    _print_reproduce_summary(out, manifest)
+    _print_reproduce_summary(result)
     if report:
         _write_report(out)
 
 
-def _print_reproduce_summary(out: Path, manifest: dict[str, Any]) -> None:
-    import csv
+def _command() -> str:
+    return "miaudit " + " ".join(sys.argv[1:])
 
-    with (out / "summary.csv").open() as f:
-        summary = list(csv.DictReader(f))
-    findings = json.loads((out / "findings.json").read_text())
-    for sid, info in manifest["studies"].items():
-        rows = [r for r in summary if r["study"] == sid and r["metric"] == "accuracy"]
-        t = Table(title=f"Study {sid}: {info['title']} ({info['paper_ref']})", header_style="bold")
-        labels = {"attack_model": "attack model", "n_shadows": "shadows", "target_size": "target size",
-                  "classes": "classes", "arch": "target net", "shadow_arch": "shadow net"}  # fmt: skip
-        varying = [c for c in labels if len({r[c] for r in rows}) > 1] or ["n_shadows"]
-        for c in varying:
-            t.add_column(labels[c])
-        t.add_column("accuracy [95% CI]", justify="right")
-        t.add_column("paper", justify="right")
-        t.add_column("AUC [95% CI]", justify="right")
-        auc = {r["setting_id"]: r for r in summary if r["study"] == sid and r["metric"] == "auc"}
-        for r in rows:
-            a = auc.get(r["setting_id"], {})
-            paper = f"{float(r['paper']):.3f}" if r["paper"] else ""
-            t.add_row(*(r[c] for c in varying), _ci(r), paper, _ci(a) if a else "")
-        console.print(t)
-    if findings:
-        console.print("[bold]Findings of the seed paper, tested on our data[/]")
-        for f in findings:
-            console.print(f"  {f['id']}: {f['sentence']}", highlight=False)
+
+def _print_timings(manifest: dict[str, Any]) -> None:
     tm = manifest["timings"]
     console.print(
         f"wall time {tm['total_s']:.0f} s (training {tm['training_s']:.0f} s, "
@@ -431,15 +486,41 @@ def _print_reproduce_summary(out: Path, manifest: dict[str, Any]) -> None:
         f"trained {tm['models_trained']} models and ran {tm['attacks_run']} attacks; "
         f"reused from the cache: {tm['models_from_cache']} models, {tm['attacks_from_cache']} attacks"
     )
-    console.print(f"results are in {out}")
 
 
-def _ci(r: dict[str, str]) -> str:
-    if not r.get("mean"):
-        return ""
-    if not r.get("low"):
-        return f"{float(r['mean']):.3f}"
-    return f"{float(r['mean']):.3f} [{float(r['low']):.3f}, {float(r['high']):.3f}]"
+def _print_reproduce_summary(result: Any) -> None:
+    summary, findings, manifest = result.summary, result.findings, result.manifest
+    labels = {"attack": "attack", "attack_model": "attack model", "n_shadows": "shadows", "target_size": "target size",
+              "classes": "classes", "arch": "target net", "shadow_arch": "shadow net"}  # fmt: skip
+    for sid, info in manifest["studies"].items():
+        rows = [r for r in summary if r["study"] == sid and r["metric"] == "accuracy"]
+        t = Table(title=f"Study {sid}: {info['title']} ({info['paper_ref']})", header_style="bold")
+        varying = [c for c in labels if len({r[c] for r in rows}) > 1] or ["n_shadows"]
+        for c in varying:
+            t.add_column(labels[c])
+        t.add_column("accuracy [95% CI]", justify="right")
+        t.add_column("paper", justify="right")
+        t.add_column("AUC [95% CI]", justify="right")
+        t.add_column("TPR @ 0.1% FPR", justify="right")
+        other = {(r["setting_id"], r["metric"]): r for r in summary if r["study"] == sid}
+        for r in rows:
+            paper = f"{float(r['paper']):.3f}" if r["paper"] is not None else ""
+            auc = other.get((r["setting_id"], "auc"))
+            tpr = other.get((r["setting_id"], "tpr_at_fpr_0.001"))
+            t.add_row(
+                *(str(r[c]) for c in varying),
+                _interval_text(r),
+                paper,
+                _interval_text(auc) if auc else "",
+                _interval_text(tpr, ".4f") if tpr else "",
+            )
+        console.print(t)
+    if findings:
+        console.print("[bold]Findings of the seed paper, tested on our data[/]")
+        for f in findings:
+            console.print(f"  {f['id']}: {f['sentence']}", highlight=False)
+    _print_timings(manifest)
+    console.print(f"results are in {result.out}")
 
 
 def _write_report(run_dir: Path, formats: tuple[str, ...] = ("html", "md"), out: Path | None = None) -> None:

@@ -14,19 +14,41 @@ An attack never sees the target's weights or training data. It receives:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
-from miaudit.errors import DataError, NotFittedError
+from miaudit.errors import ConfigError, DataError, NotFittedError
 from miaudit.targets.base import Target
+from miaudit.training.networks import MLPParams
 from miaudit.training.specs import ModelSpec, TrainSpec
+from miaudit.training.trainer import train_models
 
-__all__ = ["Attack", "AttackerKnowledge", "check_records"]
+__all__ = ["Attack", "AttackerKnowledge", "ModelTrainer", "check_records"]
 
 ProgressCallback = Callable[[int, int], None]
+
+
+class ModelTrainer(Protocol):
+    """Trains one model per training set: the signature of :func:`miaudit.training.trainer.train_models`.
+
+    Experiments pass a trainer that looks models up in a cache before training them
+    (:class:`miaudit.studies.cache.CachingTrainer`); attacks never call ``train_models`` directly.
+    """
+
+    def __call__(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        train_sets: Sequence[np.ndarray],
+        *,
+        seeds: Sequence[int],
+        model: ModelSpec,
+        train: TrainSpec,
+        progress: ProgressCallback | None = None,
+    ) -> list[MLPParams]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +67,8 @@ class AttackerKnowledge:
         The architecture the attacker believes the target has (for shadow/reference models).
     train : TrainSpec
         The recipe the attacker believes the target was trained with.
+    trainer : ModelTrainer, default train_models
+        How the attacker's shadow and reference models get trained (a cache may stand in front).
     """
 
     X: np.ndarray
@@ -52,6 +76,7 @@ class AttackerKnowledge:
     n_classes: int
     model: ModelSpec
     train: TrainSpec
+    trainer: ModelTrainer = train_models
 
     def __post_init__(self) -> None:
         X, y = check_records(self.X, self.y, n_classes=self.n_classes, n_features=self.model.n_features)
@@ -61,6 +86,18 @@ class AttackerKnowledge:
     @property
     def n_population(self) -> int:
         return len(self.y)
+
+    def train_models(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        train_sets: Sequence[np.ndarray],
+        *,
+        seeds: Sequence[int],
+        progress: ProgressCallback | None = None,
+    ) -> list[MLPParams]:
+        """Train one model per training set (indices into ``X``) with the believed architecture and recipe."""
+        return self.trainer(X, y, train_sets, seeds=seeds, model=self.model, train=self.train, progress=progress)
 
 
 def check_records(
@@ -90,6 +127,9 @@ class Attack(ABC):
 
     #: registry name, e.g. "shokri"
     name: ClassVar[str] = ""
+    #: constructor parameters that an experiment's shared settings (``n_shadows``, ``per_class``, ...) must not
+    #: fill in, e.g. ML-Leaks' adversary 1 keeps its single shadow model whatever ``n_shadows`` a study sets
+    setting_exclude: ClassVar[frozenset[str]] = frozenset()
 
     threshold_: float
 
@@ -126,9 +166,38 @@ class Attack(ABC):
         """Hard membership decisions, ``score >= threshold_``: ndarray of shape (n_samples,), bool."""
         return self.score(target, X, y) >= self.threshold_
 
+    def check_params(self) -> None:
+        """Check the constructor parameters now (``fit`` checks them too); ConfigError names a bad one."""
+        self._validate()
+
+    def _validate(self) -> None:  # noqa: B027 - optional hook: attacks without parameters need no checks
+        """Subclasses check their parameters here."""
+
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(knowledge) before score()")
+
+    def score_outputs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Membership scores from the target's outputs on the records, already obtained (no queries).
+
+        Attacks whose score depends on the target's answers for the scored records alone (the shadow-model,
+        threshold and ML-Leaks attacks) implement it; attacks that need the records themselves (LiRA trains
+        reference models on them, RMIA also queries population records) raise ConfigError: score them
+        with :meth:`score` and a target that answers from stored outputs instead.
+
+        Parameters
+        ----------
+        P : ndarray of shape (n_samples, n_classes)
+        y : ndarray of shape (n_samples,)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        raise ConfigError(
+            f"the {self.name or type(self).__name__} attack needs the records themselves, not only the target's "
+            "outputs on them; call score(target, X, y)"
+        )
 
     def get_params(self) -> dict[str, Any]:
         """The constructor arguments (for records and reports)."""

@@ -52,7 +52,6 @@ from miaudit.metrics import auc, best_threshold
 from miaudit.seeding import check_seed, derive_seed, make_rng
 from miaudit.targets.base import Target
 from miaudit.training.networks import MLPParams
-from miaudit.training.trainer import train_models
 
 __all__ = [
     "LiRAAttack",
@@ -168,15 +167,7 @@ def train_offline_references(
     keep = random_halves(pool, n_refs, seed=derive_seed(seed, "halves"))
     sets = [pool[keep[k]] for k in range(n_refs)] + [tune_in]
     seeds = [derive_seed(seed, "ref", k) for k in range(n_refs)] + [derive_seed(seed, "pseudo-target")]
-    models = train_models(
-        knowledge.X,
-        knowledge.y,
-        sets,
-        seeds=seeds,
-        model=knowledge.model,
-        train=knowledge.train,
-        progress=progress,
-    )
+    models = knowledge.train_models(knowledge.X, knowledge.y, sets, seeds=seeds, progress=progress)
     return OfflineReferences(
         models=models[:n_refs],
         keep=keep,
@@ -204,6 +195,10 @@ class ReferenceAttack(Attack):
             raise ConfigError(f"{self.name} needs n_refs >= {self.min_refs}; got {n}")
         _check_positive_int("ref_train_size", self.ref_train_size)
         check_seed(self.seed)
+
+    def _validate(self) -> None:
+        self._validate_refs()
+        _check_fix_variance(getattr(self, "fix_variance", None))
 
     def _check_classes(self, P: np.ndarray, n_classes: int) -> None:
         if P.shape[1] != n_classes:
@@ -259,8 +254,7 @@ class LiRAAttack(ReferenceAttack):
 
     def fit(self, knowledge: AttackerKnowledge, *, progress: ProgressCallback | None = None) -> Self:
         """Validate the parameters and keep the knowledge; reference models are trained by ``score``."""
-        self._validate_refs()
-        _check_fix_variance(self.fix_variance)
+        self._validate()
         self.knowledge_ = knowledge
         self.fix_variance_ = self.n_refs < GLOBAL_VARIANCE_BELOW if self.fix_variance is None else self.fix_variance
         self._progress = progress
@@ -288,13 +282,11 @@ class LiRAAttack(ReferenceAttack):
         X_pool = np.concatenate([X, kn.X[pad]])
         y_pool = np.concatenate([y, kn.y[pad]])
         keep = random_halves(np.arange(len(y_pool)), self.n_refs, seed=derive_seed(self.seed, "halves"))
-        models = train_models(
+        models = kn.train_models(
             X_pool,
             y_pool,
             [np.flatnonzero(keep[k]) for k in range(self.n_refs)],
             seeds=[derive_seed(self.seed, "ref", k) for k in range(self.n_refs)],
-            model=kn.model,
-            train=kn.train,
             progress=self._progress,
         )
         self.n_models_trained_ += self.n_refs
@@ -355,8 +347,7 @@ class LiRAOfflineAttack(ReferenceAttack):
 
     def fit(self, knowledge: AttackerKnowledge, *, progress: ProgressCallback | None = None) -> Self:
         """Train the reference models and the pseudo-target; set the variance and threshold."""
-        self._validate_refs()
-        _check_fix_variance(self.fix_variance)
+        self._validate()
         refs = train_offline_references(
             knowledge,
             n_refs=self.n_refs,

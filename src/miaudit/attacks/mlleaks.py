@@ -107,6 +107,8 @@ class MLLeaksAttack(ShadowTrainedAttack):
         Width of the attack network's hidden layer.
     max_iter : int, default 500
         Epochs of the attack network (Adam).
+    disjoint_shadows : bool, default True
+        How the shadow's sets are drawn (see :func:`~miaudit.attacks.shadow.draw_shadow_sets`).
     seed : int, default 0
         Fixes the shadow data, its training, the balancing and the attack network.
 
@@ -124,6 +126,8 @@ class MLLeaksAttack(ShadowTrainedAttack):
 
     name = "ml-leaks"
     progress_label: ClassVar[str] = "train shadows"
+    #: adversary 1 trains one shadow model, whatever number of shadows an experiment sets for other attacks
+    setting_exclude: ClassVar[frozenset[str]] = frozenset({"n_shadows"})
 
     def __init__(
         self,
@@ -134,6 +138,7 @@ class MLLeaksAttack(ShadowTrainedAttack):
         top_k: int = 3,
         hidden: int = 64,
         max_iter: int = 500,
+        disjoint_shadows: bool = True,
         seed: int = 0,
     ) -> None:
         self.n_shadows = n_shadows
@@ -142,6 +147,7 @@ class MLLeaksAttack(ShadowTrainedAttack):
         self.top_k = top_k
         self.hidden = hidden
         self.max_iter = max_iter
+        self.disjoint_shadows = disjoint_shadows
         self.seed = seed
 
     def _validate(self) -> None:

@@ -30,7 +30,6 @@ from miaudit.attacks.classifiers import (
 from miaudit.errors import ConfigError, DataError
 from miaudit.seeding import check_seed, derive_seed, make_rng
 from miaudit.targets.base import Target
-from miaudit.training.trainer import train_models
 
 __all__ = ["ShadowData", "ShadowModelAttack", "ShadowTrainedAttack", "draw_shadow_sets", "train_shadows"]
 
@@ -117,22 +116,24 @@ def train_shadows(
     train_size: int,
     test_size: int,
     seed: int,
+    disjoint: bool = True,
     progress: ProgressCallback | None = None,
 ) -> ShadowData:
-    """Train shadow models with the attacker's recipe and collect their in/out outputs."""
+    """Train shadow models with the attacker's recipe and collect their in/out outputs.
+
+    The sets come from :func:`draw_shadow_sets` (``disjoint`` as there), shadow k's seed from
+    ``derive_seed(seed, "shadow", k)``: the first n shadows of a larger draw are the same models.
+    """
     sets = draw_shadow_sets(
-        knowledge.n_population, n_shadows=n_shadows, train_size=train_size, test_size=test_size, seed=seed
+        knowledge.n_population,
+        n_shadows=n_shadows,
+        train_size=train_size,
+        test_size=test_size,
+        seed=seed,
+        disjoint=disjoint,
     )
     seeds = [derive_seed(seed, "shadow", k) for k in range(n_shadows)]
-    models = train_models(
-        knowledge.X,
-        knowledge.y,
-        [s[0] for s in sets],
-        seeds=seeds,
-        model=knowledge.model,
-        train=knowledge.train,
-        progress=progress,
-    )
+    models = knowledge.train_models(knowledge.X, knowledge.y, [s[0] for s in sets], seeds=seeds, progress=progress)
     probs, labels, member, sid = [], [], [], []
     for k, (model, (tr, te)) in enumerate(zip(models, sets, strict=True)):
         idx = np.concatenate([tr, te])
@@ -158,6 +159,9 @@ class ShadowTrainedAttack(Attack):
     shadow_test_size: int
     seed: int
     n_classes_: int
+    #: draw every shadow's sets from disjoint records (see :func:`draw_shadow_sets`); subclasses may take it as a
+    #: constructor parameter
+    disjoint_shadows: bool = True
 
     def _validate(self) -> None:
         check_seed(self.seed)
@@ -171,6 +175,7 @@ class ShadowTrainedAttack(Attack):
             train_size=self.shadow_train_size,
             test_size=self.shadow_test_size,
             seed=self.seed,
+            disjoint=self.disjoint_shadows,
             progress=progress,
         )
         return self.fit_shadow_data(data)
@@ -186,7 +191,11 @@ class ShadowTrainedAttack(Attack):
     def _fit_shadow_data(self, data: ShadowData) -> Self: ...
 
     def scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Membership scores from probability vectors already obtained from the target.
+        """Old name of :meth:`score_outputs`."""
+        return self.score_outputs(P, y)
+
+    def score_outputs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Membership scores from probability vectors already obtained from the target (no queries).
 
         Parameters
         ----------
@@ -212,7 +221,7 @@ class ShadowTrainedAttack(Attack):
     def _score(self, target: Target, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         P = target.predict_proba(X)
         self.n_queries_ = getattr(self, "n_queries_", 0) + len(X)
-        return self.scores_from_probs(P, y)
+        return self.score_outputs(P, y)
 
 
 class ShadowModelAttack(ShadowTrainedAttack):
@@ -234,6 +243,9 @@ class ShadowModelAttack(ShadowTrainedAttack):
         Fit each attack classifier on at most this many shadow records (a class-stratified random
         subsample). Kernel SVMs cost roughly the square of their training set; this keeps the RBF
         SVM fast at 9 shadows x 5,000 records at a measured, small cost in accuracy.
+    disjoint_shadows : bool, default True
+        Draw the shadows' sets from disjoint records (the seed study's setup); False lets shadows share
+        records, for populations too small for disjoint sets (see :func:`draw_shadow_sets`).
     seed : int, default 0
         Fixes the shadow data, the shadows' training and the classifiers.
 
@@ -258,6 +270,7 @@ class ShadowModelAttack(ShadowTrainedAttack):
         per_class: bool = False,
         features: str = "rich",
         max_train_samples: int | None = None,
+        disjoint_shadows: bool = True,
         seed: int = 0,
     ) -> None:
         self.n_shadows = n_shadows
@@ -267,6 +280,7 @@ class ShadowModelAttack(ShadowTrainedAttack):
         self.per_class = per_class
         self.features = features
         self.max_train_samples = max_train_samples
+        self.disjoint_shadows = disjoint_shadows
         self.seed = seed
 
     def _validate(self) -> None:

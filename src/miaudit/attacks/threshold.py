@@ -97,6 +97,8 @@ class ThresholdAttack(ShadowTrainedAttack):
     per_class : bool, optional
         One threshold per true class; default: the attack's own choice (:attr:`default_per_class`:
         False for ``loss``, True for the Song & Mittal attacks).
+    disjoint_shadows : bool, default True
+        Draw the shadows' sets from disjoint records (see :func:`~miaudit.attacks.shadow.draw_shadow_sets`).
     seed : int, default 0
         Fixes the shadow data and the shadows' training.
 
@@ -127,12 +129,14 @@ class ThresholdAttack(ShadowTrainedAttack):
         shadow_train_size: int = 3000,
         shadow_test_size: int = 2000,
         per_class: bool | None = None,
+        disjoint_shadows: bool = True,
         seed: int = 0,
     ) -> None:
         self.n_shadows = n_shadows
         self.shadow_train_size = shadow_train_size
         self.shadow_test_size = shadow_test_size
         self.per_class = per_class
+        self.disjoint_shadows = disjoint_shadows
         self.seed = seed
 
     def _validate(self) -> None:

@@ -1,9 +1,21 @@
-"""A content-addressed cache of finished work, with atomic writes.
+"""One content-addressed cache of finished work, shared by every command.
 
-Each entry is one safetensors file named by the hash of what determines it (data split, model spec,
-training recipe, seed, attack settings): numpy arrays plus a JSON metadata record. A write goes to a
-temporary file first and is renamed into place, so an interrupted run leaves either a whole entry or
-none, and a rerun picks up where it stopped.
+Two kinds of entries, each one safetensors file named by the hash of what determines it:
+
+``models``
+    A trained model's weights. Its key is what determines the model completely
+    (:func:`model_key`): the sha256 of its training records' bytes (features and labels, in order), the
+    architecture, the recipe with its engine and precision resolved, and the model's seed. Keys are
+    computed from the data, not from names or indices, so a target, a shadow or a reference model is
+    the same entry whichever command, study, attack or split asked for it: after ``reproduce``, a
+    ``compare`` on the same target trains only the models it lacks. :class:`CachingTrainer` puts the
+    cache in front of :func:`~miaudit.training.trainer.train_models` for targets and for the attacker.
+``evals``
+    An attack evaluation's metrics and per-record scores, keyed by the target's model key, the
+    attack's name and parameters, the attacker's knowledge and the evaluated records.
+
+Writes are atomic (temporary file, then rename), so an interrupted run leaves whole entries or none,
+and a rerun picks up where it stopped with the same numbers.
 """
 
 from __future__ import annotations
@@ -11,17 +23,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from miaudit._io import atomic_path
 from miaudit.errors import DataError
+from miaudit.training.networks import MLPParams
+from miaudit.training.specs import ModelSpec, TrainSpec
+from miaudit.training.trainer import ProgressCallback, train_models
 
-__all__ = ["Cache", "key_hash"]
+__all__ = ["MODEL_KEY_VERSION", "Cache", "CachingTrainer", "array_digest", "key_hash", "model_key", "train_key"]
 
 logger = logging.getLogger(__name__)
+
+#: bump when the meaning of a model key changes (what determines a model, or how the engine trains it)
+MODEL_KEY_VERSION = 1
+#: models trained per call of the engine (and per cache checkpoint)
+TRAIN_CHUNK = 32
+#: trained models kept in memory
+_MEMO = 128
 
 
 def key_hash(key: Any) -> str:
@@ -29,6 +54,8 @@ def key_hash(key: Any) -> str:
 
     >>> key_hash({"a": 1, "b": [2, 3]}) == key_hash({"b": [2, 3], "a": 1})
     True
+    >>> key_hash({"a": 1}) == key_hash({"a": 2})
+    False
     """
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"), default=_default).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
@@ -39,13 +66,62 @@ def _default(o: Any) -> Any:
         return o.model_dump()
     if hasattr(o, "to_dict"):
         return o.to_dict()
-    if isinstance(o, np.integer | np.floating):
+    if isinstance(o, np.integer | np.floating | np.bool_):
         return o.item()
     raise TypeError(f"cannot hash a {type(o).__name__}")
 
 
+def array_digest(*arrays: np.ndarray) -> str:
+    """sha256 of arrays' dtypes, shapes and bytes (C order): equal digests, equal contents.
+
+    >>> a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    >>> array_digest(a) == array_digest(a.copy()) != array_digest(a.T)
+    True
+    """
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes() if a.dtype.hasobject else memoryview(a).cast("B"))  # type: ignore[arg-type]
+    return h.hexdigest()
+
+
+def train_key(train: TrainSpec) -> dict[str, Any]:
+    """The recipe as it determines a model: every field, with ``engine`` and ``precision`` resolved.
+
+    ``auto`` means different arithmetic on different CPUs, so a cache copied between machines must not
+    mix them: the key holds what actually runs (the plain loop computes in float32).
+    """
+    from miaudit.training.hardware import resolve_precision
+
+    engine = "loop" if train.engine == "loop" else "batched"
+    precision = "f32" if engine == "loop" else resolve_precision(train.precision)
+    return {**train.to_dict(), "engine": engine, "precision": precision}
+
+
+def model_key(
+    X: np.ndarray, y: np.ndarray, train_idx: np.ndarray, *, seed: int, model: ModelSpec, train: TrainSpec
+) -> dict[str, Any]:
+    """What determines the model trained on ``X[train_idx], y[train_idx]`` with ``seed``, ``model``, ``train``.
+
+    The training records enter by content (their order included: it sets the minibatches), the spec's
+    display name does not (two names for one architecture train the same model).
+    """
+    idx = np.asarray(train_idx, dtype=np.int64)
+    spec = model.to_dict()
+    spec.pop("name", None)
+    return {
+        "v": MODEL_KEY_VERSION,
+        "data": array_digest(np.ascontiguousarray(X[idx], dtype=np.float32), np.asarray(y[idx], dtype=np.int64)),
+        "n": len(idx),
+        "seed": int(seed),
+        "model": spec,
+        "train": train_key(train),
+    }
+
+
 class Cache:
-    """Entries under ``root/<kind>/<hash>.safetensors``."""
+    """Entries under ``root/<kind>/<hash>.safetensors``: arrays plus a JSON metadata record."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -80,13 +156,136 @@ class Cache:
         from safetensors.numpy import save_file
 
         path = self.path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         record = {**meta, "key": json.loads(json.dumps(key, default=_default))}
-        save_file(
-            {k: np.ascontiguousarray(v) for k, v in arrays.items()},
-            str(tmp),
-            metadata={"meta": json.dumps(record, default=_default)},
-        )
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file(
+                {k: np.ascontiguousarray(v) for k, v in arrays.items()},
+                str(tmp),
+                metadata={"meta": json.dumps(record, default=_default)},
+            )
         return path
+
+
+def _to_arrays(m: MLPParams) -> dict[str, np.ndarray]:
+    out = {f"w{i}": w for i, w in enumerate(m.weights)}
+    out.update({f"b{i}": b for i, b in enumerate(m.biases)})
+    return out
+
+
+def _from_arrays(arrays: dict[str, np.ndarray], spec: ModelSpec) -> MLPParams:
+    n = len(spec.layer_sizes) - 1
+    return MLPParams(
+        spec=spec,
+        weights=tuple(arrays[f"w{i}"] for i in range(n)),
+        biases=tuple(arrays[f"b{i}"] for i in range(n)),
+    )
+
+
+class CachingTrainer:
+    """:func:`~miaudit.training.trainer.train_models` with the cache in front: trains only what is missing.
+
+    Callable like ``train_models`` (a :class:`~miaudit.attacks.base.ModelTrainer`). Each finished model
+    is written to the cache at once. ``on_train(n_models, seconds)`` is told about every training call
+    that ran; ``progress(n_done, n_total)`` about models as they finish.
+
+    Parameters
+    ----------
+    cache : Cache or None
+        None: nothing is stored (models are still shared within this trainer's lifetime).
+    base : callable, default train_models
+        What trains the missing models.
+    """
+
+    def __init__(
+        self,
+        cache: Cache | None,
+        *,
+        base: Callable[..., list[MLPParams]] = train_models,
+        on_train: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.cache = cache
+        self.base = base
+        self.on_train = on_train
+        self.n_trained = 0
+        self.n_reused = 0
+        self._memo: OrderedDict[str, MLPParams] = OrderedDict()
+
+    def _lookup(self, name: str, key: dict[str, Any], spec: ModelSpec) -> MLPParams | None:
+        if name in self._memo:
+            self._memo.move_to_end(name)
+            return self._memo[name]
+        got = self.cache.get("models", key) if self.cache is not None else None
+        if got is None:
+            return None
+        model = _from_arrays(got[0], spec)
+        self._remember(name, model)
+        return model
+
+    def _remember(self, name: str, model: MLPParams) -> None:
+        self._memo[name] = model
+        if len(self._memo) > _MEMO:
+            self._memo.popitem(last=False)
+
+    def keys(
+        self, X: np.ndarray, y: np.ndarray, train_sets: Sequence[np.ndarray], *, seeds: Sequence[int],
+        model: ModelSpec, train: TrainSpec,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """The model key of each training set."""
+        if len(seeds) != len(train_sets):
+            raise ValueError(f"need one seed per training set: {len(train_sets)} sets, {len(seeds)} seeds")
+        return [model_key(X, y, s, seed=sd, model=model, train=train) for s, sd in zip(train_sets, seeds, strict=True)]
+
+    def __call__(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        train_sets: Sequence[np.ndarray],
+        *,
+        seeds: Sequence[int],
+        model: ModelSpec,
+        train: TrainSpec,
+        progress: ProgressCallback | None = None,
+    ) -> list[MLPParams]:
+        keys = self.keys(X, y, train_sets, seeds=seeds, model=model, train=train)
+        names = [key_hash(k) for k in keys]
+        out: dict[str, MLPParams] = {}
+        missing: dict[str, int] = {}
+        for i, (name, key) in enumerate(zip(names, keys, strict=True)):
+            if name in out or name in missing:
+                continue
+            found = self._lookup(name, key, model)
+            if found is None:
+                missing[name] = i
+            else:
+                out[name] = found
+        self.n_reused += len(out)
+        todo = list(missing.items())
+        for start in range(0, len(todo), TRAIN_CHUNK):
+            chunk = todo[start : start + TRAIN_CHUNK]
+            t0 = time.perf_counter()
+            done_before = start
+
+            def chunk_progress(d: int, t: int, done_before: int = done_before) -> None:
+                if progress is not None:
+                    progress(done_before + d, len(todo))
+
+            models = self.base(
+                X,
+                y,
+                [np.asarray(train_sets[i]) for _, i in chunk],
+                seeds=[seeds[i] for _, i in chunk],
+                model=model,
+                train=train,
+                progress=chunk_progress,
+            )
+            for (name, i), m in zip(chunk, models, strict=True):
+                if self.cache is not None:
+                    self.cache.put("models", keys[i], _to_arrays(m), {"spec": model.to_dict()})
+                self._remember(name, m)
+                out[name] = m
+            self.n_trained += len(chunk)
+            if self.on_train is not None:
+                self.on_train(len(chunk), time.perf_counter() - t0)
+        if progress is not None and not todo:
+            progress(len(train_sets), len(train_sets))
+        return [out[n] for n in names]

@@ -1,6 +1,7 @@
 """The run directory: tidy results, summaries, findings, scores and the manifest (docs/run-format.md).
 
-Every file is written atomically (temporary file, then rename).
+Every command that runs settings (``attack --out``, ``compare``, ``reproduce``) writes this one format,
+and ``miaudit report`` reads it. Every file is written atomically (temporary file, then rename).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import csv
 import io
 import json
 import math
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -17,13 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from miaudit.metrics import mean_ci
+from miaudit._io import atomic_path, atomic_write_text
+from miaudit.metrics import mean_ci, metric_bounds
+from miaudit.studies.experiment import Evaluation
 from miaudit.studies.paper import paper_value
 
 __all__ = [
     "RESULT_COLUMNS",
+    "RUN_FORMAT",
+    "SETTING_COLUMNS",
     "SUMMARY_COLUMNS",
-    "atomic_write_text",
     "read_results",
     "result_rows",
     "summarize",
@@ -32,27 +35,27 @@ __all__ = [
     "write_scores",
 ]
 
-SETTING_COLUMNS = ("study", "setting_id", "attack_model", "n_shadows", "target_size", "classes", "arch", "shadow_arch")
+#: version of the run directory's format
+RUN_FORMAT = 2
+SETTING_COLUMNS = (
+    "study",
+    "setting_id",
+    "attack",
+    "attack_model",
+    "n_shadows",
+    "target_size",
+    "classes",
+    "arch",
+    "shadow_arch",
+)
 RESULT_COLUMNS = (*SETTING_COLUMNS[:2], "seed", *SETTING_COLUMNS[2:], "metric", "value")
 SUMMARY_COLUMNS = (*SETTING_COLUMNS, "metric", "mean", "low", "high", "std", "n", "paper")
 METRICS = ("accuracy", "precision", "recall", "balanced_accuracy", "advantage", "auc")
-BOUNDED_METRICS = frozenset(
-    {*METRICS, "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "tpr_at_fpr_0", "target_train_accuracy", "target_test_accuracy"}
-) - {"advantage"}
-
-
-def _clip01(x: float) -> float:
-    return min(1.0, max(0.0, x)) if math.isfinite(x) else x
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+_INT_COLUMNS = ("n_shadows", "target_size", "classes")
 
 
 def write_json(path: Path, record: Any) -> None:
+    """``record`` as indented JSON, NaN and infinities as null."""
     atomic_write_text(path, json.dumps(_clean(record), indent=2) + "\n")
 
 
@@ -84,32 +87,51 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def result_rows(
-    setting: Any, seed: int, metrics: Mapping[str, Any], target: Mapping[str, float]
-) -> list[dict[str, Any]]:
-    """The tidy rows of one evaluation: one per metric."""
+def result_rows(ev: Evaluation, *, n_classes: int) -> list[dict[str, Any]]:
+    """The tidy rows of one evaluation: one per metric.
+
+    ``n_classes`` is the number of classes of the setting's data view (a setting's ``classes`` may be
+    None, meaning all).
+    """
+    st = ev.setting
     base = {
-        "study": setting.study,
-        "setting_id": setting.setting_id,
-        "seed": seed,
-        "attack_model": setting.attack_model,
-        "n_shadows": setting.n_shadows,
-        "target_size": setting.target_size,
-        "classes": setting.classes,
-        "arch": setting.arch,
-        "shadow_arch": setting.attacker_arch,
+        "study": st.study,
+        "setting_id": st.setting_id,
+        "seed": ev.seed,
+        "attack": st.attack,
+        "attack_model": st.attack_model,
+        "n_shadows": st.n_shadows,
+        "target_size": st.target_size,
+        "classes": n_classes,
+        "arch": st.arch,
+        "shadow_arch": st.attacker_arch,
     }
-    values: dict[str, float] = {m: float(metrics[m]) for m in METRICS}
-    values.update({f"tpr_at_fpr_{k}": float(v) for k, v in metrics["tpr_at_fpr"].items()})
-    values["n_members"] = float(metrics["n_members"])
-    values["n_nonmembers"] = float(metrics["n_nonmembers"])
-    values.update({f"target_{k}": float(v) for k, v in target.items() if k != "generalization_gap"})
-    values["generalization_gap"] = float(target["generalization_gap"])
-    return [{**base, "metric": m, "value": v} for m, v in values.items()]
+    m = ev.metrics
+    values: dict[str, float] = {k: float(m[k]) for k in METRICS}
+    values.update({f"tpr_at_fpr_{k}": float(v) for k, v in m["tpr_at_fpr"].items()})
+    values["n_members"] = float(m["n_members"])
+    values["n_nonmembers"] = float(m["n_nonmembers"])
+    values["target_train_accuracy"] = ev.target.train_accuracy
+    values["target_test_accuracy"] = ev.target.test_accuracy
+    values["generalization_gap"] = ev.target.generalization_gap
+    values["queries"] = float(ev.queries)
+    values["attack_time_s"] = ev.attack_time_s
+    return [{**base, "metric": k, "value": v} for k, v in values.items()]
+
+
+def _bounds(metric: str) -> tuple[float, float] | None:
+    """The range of a result row's metric (the target's accuracies are accuracies; counts and times are >= 0)."""
+    if metric in ("queries", "attack_time_s", "n_members", "n_nonmembers"):
+        return (0.0, math.inf)
+    return metric_bounds("accuracy" if metric in ("target_train_accuracy", "target_test_accuracy") else metric)
 
 
 def summarize(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Aggregate tidy rows over seeds: mean and 95% interval per setting and metric, the paper's value beside."""
+    """Aggregate tidy rows over seeds: mean and 95% interval per setting and metric, the paper's value beside.
+
+    Intervals follow :func:`~miaudit.metrics.mean_ci`: none below its minimum number of seeds, and never
+    outside the metric's range.
+    """
     groups: dict[tuple[Any, ...], list[float]] = defaultdict(list)
     first: dict[tuple[Any, ...], Mapping[str, Any]] = {}
     for r in rows:
@@ -119,17 +141,19 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for key, values in groups.items():
         r = first[key]
-        ci = dict(mean_ci(values))
-        if r["metric"] in BOUNDED_METRICS:  # a t-interval can leave [0, 1]; the metric cannot
-            ci["low"], ci["high"] = _clip01(ci["low"]), _clip01(ci["high"])
-        paper = paper_value(
-            str(r["study"]),
-            metric=str(r["metric"]),
-            attack_model=str(r["attack_model"]),
-            n_shadows=int(r["n_shadows"]),
-            target_size=int(r["target_size"]),
-            classes=int(r["classes"]),
-            arch=str(r["arch"]),
+        ci = mean_ci(values, bounds=_bounds(str(r["metric"])))
+        paper = (
+            paper_value(
+                str(r["study"]),
+                metric=str(r["metric"]),
+                attack_model=str(r["attack_model"]),
+                n_shadows=int(r["n_shadows"]),
+                target_size=int(r["target_size"]),
+                classes=int(r["classes"]),
+                arch=str(r["arch"]),
+            )
+            if r["attack"] == "shokri"
+            else None
         )
         out.append(
             {
@@ -154,10 +178,8 @@ def write_scores(directory: Path, scores: Mapping[str, Mapping[int, tuple[np.nda
         for seed, (member, nonmember) in sorted(per_seed.items()):
             arrays[f"member_seed{seed}"] = np.asarray(member, dtype=np.float64)
             arrays[f"nonmember_seed{seed}"] = np.asarray(nonmember, dtype=np.float64)
-        path = directory / f"{setting_id}.npz"
-        tmp = directory / f".{setting_id}.{os.getpid()}.tmp.npz"
-        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
-        tmp.replace(path)
+        with atomic_path(directory / f"{setting_id}.npz") as tmp, tmp.open("wb") as f:
+            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -167,6 +189,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     for r in rows:
         r["seed"] = int(r["seed"])
         r["value"] = float(r["value"])
-        for c in ("n_shadows", "target_size", "classes"):
+        r.setdefault("attack", "shokri")
+        for c in _INT_COLUMNS:
             r[c] = int(r[c])
     return rows

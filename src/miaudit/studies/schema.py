@@ -1,0 +1,401 @@
+"""One setting schema for every command: ``attack``, ``compare``, ``reproduce`` and the library.
+
+A :class:`Setting` is everything that determines one attack evaluation except the seed: the data view,
+the target (architecture, size, recipe), what the attacker believes (its architecture), the attack by
+registered name and its parameters. Allowed values come from the registries, never from lists written
+here: datasets (:data:`miaudit.data.datasets.DATASETS`), architectures
+(:data:`miaudit.training.specs.ARCHITECTURES`), attack classifiers and feature sets
+(:mod:`miaudit.attacks.classifiers`) and attacks (:func:`miaudit.attacks.registry.attack_names`, built-ins
+and plugins). A new attack or architecture is one registration.
+
+Attack parameters. The setting's shared attacker fields (``n_shadows``, ``shadow_train_size``,
+``shadow_test_size``, ``attack_model``, ``per_class``, ``features``, ``disjoint_shadows``, ``n_refs``,
+``ref_train_size``) fill the constructor parameters of the same name of whichever attack is named, so
+one study can grid over attacks and give each what it takes; ``attack_params`` (an inline table) sets
+any other constructor parameter, and is checked against the constructor's signature when the setting
+is validated. A shared field left at ``None`` leaves the attack's own default, except
+``ref_train_size``, which defaults to the target's size (what the attacker believes it is).
+
+A study (a TOML file, ``configs/README.md``) is a base setting and a grid: the cartesian product of
+the grid's lists, over any setting field, ``attack`` and ``attack_params`` included.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from miaudit.errors import ConfigError
+
+__all__ = [
+    "ATTACK_ORDER",
+    "DEFAULT_CACHE_ENV",
+    "SHARED_ATTACK_FIELDS",
+    "RunSpec",
+    "Setting",
+    "StudyConfig",
+    "TrainRecipe",
+    "attack_constructor_params",
+    "default_config_dir",
+    "known_attacks",
+    "load_studies",
+    "load_study",
+    "parse_config",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+#: the order of ``--attacks all``: the classic, the threshold attacks, ML-Leaks, then LiRA and RMIA;
+#: attacks registered by plugins follow in alphabetical order
+ATTACK_ORDER: tuple[str, ...] = (
+    "shokri",
+    "loss",
+    "confidence",
+    "entropy",
+    "modified-entropy",
+    "ml-leaks",
+    "lira",
+    "lira-offline",
+    "rmia",
+)
+#: setting fields that fill the constructor parameters of the same name of the named attack
+SHARED_ATTACK_FIELDS: tuple[str, ...] = (
+    "n_shadows",
+    "shadow_train_size",
+    "shadow_test_size",
+    "attack_model",
+    "per_class",
+    "features",
+    "disjoint_shadows",
+    "n_refs",
+    "ref_train_size",
+)
+#: RBF-kernel SVMs cost about the square of their training set: fit them on at most this many shadow records
+RBF_MAX_SAMPLES = 5_000
+#: environment variable naming the shared cache of trained models and attack results
+DEFAULT_CACHE_ENV = "MIAUDIT_CACHE_DIR"
+
+
+def _choice(kind: str, value: str, allowed: list[str] | tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(allowed)}")
+    return value
+
+
+def known_attacks() -> list[str]:
+    """Every registered attack: :data:`ATTACK_ORDER` first, then plugins alphabetically."""
+    from miaudit.attacks.registry import attack_names
+
+    names = attack_names()
+    return [n for n in ATTACK_ORDER if n in names] + [n for n in names if n not in ATTACK_ORDER]
+
+
+def _datasets() -> tuple[str, ...]:
+    from miaudit.data.datasets import DATASETS
+
+    return DATASETS
+
+
+def _architectures() -> list[str]:
+    from miaudit.training.specs import ARCHITECTURES
+
+    return list(ARCHITECTURES)
+
+
+def _attack_models() -> list[str]:
+    from miaudit.attacks.classifiers import ATTACK_MODELS
+
+    return list(ATTACK_MODELS)
+
+
+def _feature_sets() -> list[str]:
+    from miaudit.attacks.classifiers import FEATURE_SETS
+
+    return list(FEATURE_SETS)
+
+
+@cache
+def attack_constructor_params(name: str) -> tuple[str, ...]:
+    """The keyword parameters of the constructor of the attack registered as ``name`` (``seed`` excluded)."""
+    from miaudit.attacks.registry import attack_class
+
+    cls = attack_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    return tuple(p for p in params if p not in ("self", "seed") and params[p].kind is not inspect.Parameter.VAR_KEYWORD)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TrainRecipe(_Frozen):
+    """How the target is trained, and what the attacker believes about it."""
+
+    epochs: int = Field(default=30, ge=1, le=10_000)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=1e-3, gt=0, le=10)
+    weight_decay: float = Field(default=0.0, ge=0, le=10)
+
+
+class Setting(_Frozen):
+    """One attack evaluation, but for its seed. Defaults are the seed study's best run."""
+
+    study: str = Field(default="attack", pattern=r"^[A-Za-z0-9_.-]+$")
+    # the data and the target
+    dataset: str = "fashion-mnist"
+    classes: int | None = Field(default=None, ge=2, description="keep the first N classes (None: all)")
+    target_size: int = Field(default=3000, ge=1, description="target members; as many non-members are held out")
+    arch: str = "simple"
+    train: TrainRecipe = TrainRecipe()
+    # the attacker
+    shadow_arch: str | None = Field(default=None, description="architecture the attacker believes (None: arch)")
+    attack: str = "shokri"
+    attack_params: dict[str, Any] = Field(default_factory=dict)
+    n_shadows: int = Field(default=6, ge=1, le=256)
+    shadow_train_size: int = Field(default=3000, ge=1)
+    shadow_test_size: int = Field(default=2000, ge=1)
+    disjoint_shadows: bool = True
+    attack_model: str = "linear-svm"
+    per_class: bool | None = Field(default=None, description="None: each attack's own default")
+    features: str = "rich"
+    n_refs: int | None = Field(default=None, ge=1, le=4096, description="reference models (None: the attack's)")
+    ref_train_size: int | None = Field(default=None, ge=1, description="None: target_size")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_known(cls, v: str) -> str:
+        return _choice("dataset", v, _datasets())
+
+    @field_validator("arch", "shadow_arch")
+    @classmethod
+    def _arch_known(cls, v: str | None) -> str | None:
+        return v if v is None else _choice("architecture", v, _architectures())
+
+    @field_validator("attack")
+    @classmethod
+    def _attack_known(cls, v: str) -> str:
+        return _choice("attack", v, known_attacks())
+
+    @field_validator("attack_model")
+    @classmethod
+    def _attack_model_known(cls, v: str) -> str:
+        return _choice("attack model", v, _attack_models())
+
+    @field_validator("features")
+    @classmethod
+    def _features_known(cls, v: str) -> str:
+        return _choice("feature set", v, _feature_sets())
+
+    @model_validator(mode="after")
+    def _check_attack_params(self) -> Setting:
+        allowed = attack_constructor_params(self.attack)
+        for key in self.attack_params:
+            if key == "seed":
+                raise ValueError("attack_params may not set 'seed': every attack's seed derives from the run's seed")
+            if key not in allowed:
+                raise ValueError(
+                    f"attack_params: {self.attack!r} takes no parameter {key!r}; its parameters: {', '.join(allowed)}"
+                )
+        self.attack_kwargs(seed=0, validate=True)
+        return self
+
+    @property
+    def attacker_arch(self) -> str:
+        """The architecture of the attacker's shadow and reference models."""
+        return self.shadow_arch or self.arch
+
+    def attack_kwargs(self, *, seed: int, validate: bool = False) -> dict[str, Any]:
+        """The constructor parameters of :attr:`attack`: shared fields it takes, then ``attack_params``, and ``seed``.
+
+        With ``validate``, the attack is built and its parameter checks run (ConfigError naming the bad one).
+        """
+        from miaudit.attacks.registry import attack_class
+
+        cls = attack_class(self.attack)
+        takes = set(attack_constructor_params(self.attack)) - set(cls.setting_exclude)
+        shared: dict[str, Any] = {}
+        for name in SHARED_ATTACK_FIELDS:
+            value = getattr(self, name)
+            if name == "ref_train_size" and value is None:
+                value = self.target_size
+            if name in takes and value is not None:
+                shared[name] = value
+        if "max_train_samples" in takes and self.attack_model == "rbf-svm":
+            shared["max_train_samples"] = RBF_MAX_SAMPLES
+        kwargs = {**shared, **self.attack_params, "seed": seed}
+        if validate:
+            cls(**kwargs).check_params()
+        return kwargs
+
+    @property
+    def setting_id(self) -> str:
+        """A stable, readable id, unique within its study (also the name of its scores file)."""
+        parts = [f"s{self.study}", self.attack, self.attack_model, f"n{self.n_shadows}", f"t{self.target_size}"]
+        parts += [f"c{self.classes or 'all'}", self.arch]
+        if self.shadow_arch and self.shadow_arch != self.arch:
+            parts.append(f"sh-{self.shadow_arch}")
+        defaults = _default_dump()
+        rest = {k: v for k, v in self.model_dump(exclude=_SHOWN_IN_ID).items() if v != defaults[k]}
+        if rest:
+            from miaudit.studies.cache import key_hash
+
+            parts.append(key_hash(rest)[:8])
+        return "-".join(parts)
+
+
+#: the fields a setting id spells out; the others enter it as a hash when they differ from the defaults
+_SHOWN_IN_ID: set[str] = {"study", "attack", "attack_model", "n_shadows", "target_size", "classes", "arch",
+                          "shadow_arch"}  # fmt: skip
+
+
+@cache
+def _default_dump() -> dict[str, Any]:
+    return Setting().model_dump(exclude=_SHOWN_IN_ID)
+
+
+class RunSpec(_Frozen):
+    """How settings run: seeds, training arithmetic, where data and cache are. Not part of any setting.
+
+    ``engine`` and ``precision`` change the arithmetic (results agree to rounding), so they are part of
+    every trained model's cache key in their resolved form.
+    """
+
+    seeds: int = Field(default=1, ge=1, le=1000)
+    first_seed: int = Field(default=0, ge=0, le=2**62)
+    engine: str = "auto"
+    precision: str = "auto"
+    data_dir: str | None = None
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_known(cls, v: str) -> str:
+        from miaudit.training.specs import ENGINES
+
+        return _choice("engine", v, ENGINES)
+
+    @field_validator("precision")
+    @classmethod
+    def _precision_known(cls, v: str) -> str:
+        from miaudit.training.specs import PRECISIONS
+
+        return _choice("precision", v, PRECISIONS)
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+
+class StudyConfig(_Frozen):
+    """A study: a title, where the paper reports it, a base setting and a grid over it."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_]+$")
+    title: str
+    paper_ref: str = ""
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    quick: dict[str, Any] = Field(default_factory=dict, description="overrides of base and grid for --quick")
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyConfig:
+        settable = set(Setting.model_fields) - {"study"}
+        for part in ("base", "grid"):
+            for key in getattr(self, part):
+                if key not in settable:
+                    raise ValueError(f"{part}.{key} is not a setting field; allowed: {', '.join(sorted(settable))}")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"grid.{key} must be a non-empty list of values")
+        for key in self.quick:
+            if key not in {"base", "grid"}:
+                raise ValueError(f"quick.{key} is not allowed; quick may override 'base' and 'grid'")
+        for quick in (False, True):
+            self.settings(quick=quick)  # validates every grid point now, not mid-run
+        return self
+
+    def settings(self, *, quick: bool = False) -> list[Setting]:
+        """Every grid point as a validated :class:`Setting`, in grid order."""
+        base = dict(self.base)
+        grid = dict(self.grid)
+        if quick:
+            base.update(self.quick.get("base", {}))
+            grid.update(self.quick.get("grid", {}))
+        keys = list(grid)
+        out = [
+            parse_config(Setting, {**base, **dict(zip(keys, values, strict=True)), "study": self.id})
+            for values in itertools.product(*(grid[k] for k in keys))
+        ]
+        ids = [s.setting_id for s in out]
+        if len(set(ids)) != len(ids):  # pragma: no cover - setting_id hashes every field it does not show
+            raise ConfigError(f"study {self.id}: two grid points have the same setting id")
+        return out
+
+
+def _describe(err: ValidationError, cls: type[BaseModel]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "config"
+        given = e.get("input")
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown field; allowed fields: {', '.join(sorted(cls.model_fields))}"
+        if isinstance(given, dict) and len(str(given)) > 200:
+            given = "{...}"
+        lines.append(f"{loc}: {msg} (given: {given!r})")
+    return f"invalid {cls.__name__}: " + "; ".join(lines)
+
+
+def parse_config(cls: type[M], data: dict[str, Any]) -> M:
+    """Validate ``data`` into ``cls``; ConfigError naming each bad field, what is allowed and what was given."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, cls)) from None
+    except ConfigError as exc:  # an attack's own parameter check
+        raise ConfigError(f"invalid {cls.__name__}: {exc}") from None
+
+
+def default_config_dir() -> Path:
+    """The study configs shipped with the package (``configs/`` in a source checkout)."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parent / "configs", here.parents[3] / "configs"):
+        if candidate.is_dir() and any(candidate.glob("study*.toml")):
+            return candidate
+    raise ConfigError("cannot find the study configs (configs/study*.toml); pass --config-dir")
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and validate one study TOML file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"study config {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"study config {path} is not valid TOML: {exc}") from None
+    try:
+        return parse_config(StudyConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_studies(ids: list[str] | None = None, *, config_dir: str | Path | None = None) -> list[StudyConfig]:
+    """Load the studies with the given ids (None: all) from ``config_dir`` (default: the shipped ones)."""
+    directory = Path(config_dir) if config_dir else default_config_dir()
+    if not directory.is_dir():
+        raise ConfigError(f"config folder {directory} does not exist")
+    studies = {s.id: s for s in (load_study(p) for p in sorted(directory.glob("study*.toml")))}
+    if not studies:
+        raise ConfigError(f"no study*.toml files in {directory}")
+    if ids is None:
+        return sorted(studies.values(), key=lambda s: (len(s.id), s.id))
+    missing = [i for i in ids if i not in studies]
+    if missing:
+        raise ConfigError(f"unknown study id(s) {', '.join(missing)}; available: {', '.join(sorted(studies))}")
+    return [studies[i] for i in ids]

@@ -1,0 +1,128 @@
+"""The one experiment layer: splits, shared targets and shadows, any attack, planning, seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tests.studies.conftest import LOOP, TINY, tiny
+
+from miaudit.errors import DataError
+from miaudit.studies.cache import Cache
+from miaudit.studies.experiment import Experiment, target_pool_size
+from miaudit.studies.run import attack_study, compare_study, run_studies
+from miaudit.studies.schema import RunSpec, StudyConfig, parse_config
+
+
+def test_target_pool_size() -> None:
+    assert target_pool_size(1797) == 539
+    assert target_pool_size(70_000) == 12_000
+
+
+def test_split_is_disjoint_deterministic_and_seed_dependent() -> None:
+    ex = Experiment(LOOP, cache=None)
+    sp = ex.split("digits", None, 0)
+    parts = [set(sp.members), set(sp.nonmembers), set(sp.population)]
+    assert sum(len(p) for p in parts) == ex.view("digits", None).n_samples  # every record somewhere
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert not parts[i] & parts[j], (i, j)
+    assert len(sp.members) == len(sp.nonmembers) == 539
+    again = Experiment(LOOP, cache=None).split("digits", None, 0)
+    np.testing.assert_array_equal(sp.members, again.members)
+    other = ex.split("digits", None, 1)
+    assert not np.array_equal(sp.members, other.members)
+    # a class view is its own pool: the 5-class split takes only classes 0-4
+    five = ex.split("digits", 5, 0)
+    assert set(ex.view("digits", 5).y[np.concatenate([five.members, five.population])]) == {0, 1, 2, 3, 4}
+
+
+def test_target_trains_on_a_prefix_of_the_members_and_is_evaluated_on_as_many_nonmembers() -> None:
+    ex = Experiment(LOOP, cache=None)
+    st = tiny()
+    t = ex.target(st, 0)
+    sp = ex.split("digits", None, 0)
+    np.testing.assert_array_equal(t.eval_idx[:200], sp.members[:200])
+    np.testing.assert_array_equal(t.eval_idx[200:], sp.nonmembers[:200])
+    assert t.is_member.sum() == 200 and len(t.is_member) == 400
+    assert t.info.n_train == 200 and 0.5 < t.info.train_accuracy <= 1.0
+    with pytest.raises(DataError, match="asks for 600 target members.*reserves only 539"):
+        ex.target(tiny(target_size=600), 0)
+
+
+def test_attack_and_a_study_with_the_same_setting_give_the_same_target_and_numbers(tmp_path) -> None:
+    st = tiny(attack="loss")
+    run = RunSpec(engine="loop", first_seed=4)
+    alone = Experiment(run, cache=Cache(tmp_path / "a")).evaluate(st, 4)
+    study = parse_config(
+        StudyConfig,
+        {"id": "x", "title": "t", "base": {**TINY, "attack": "loss"}, "grid": {"n_shadows": [2, 3]}},
+    )
+    result = run_studies([study], run, tmp_path / "run", cache=Cache(tmp_path / "b"))
+    (same,) = [e for e in result.evaluations if e.setting.n_shadows == 3]
+    np.testing.assert_array_equal(alone.member_scores, same.member_scores)
+    np.testing.assert_array_equal(alone.nonmember_scores, same.nonmember_scores)
+    assert alone.target == same.target
+    assert alone.metrics == same.metrics
+    other_seed = Experiment(run, cache=None).evaluate(st, 5)
+    assert not np.array_equal(alone.member_scores, other_seed.member_scores)
+
+
+def test_attacks_share_shadows_and_a_second_command_trains_only_what_it_lacks(tmp_path) -> None:
+    cache = Cache(tmp_path / "cache")
+    first = run_studies([attack_study(tiny())], LOOP, tmp_path / "one", kind="attack", cache=cache)
+    assert first.manifest["timings"]["models_trained"] == 1 + 3  # the target and three shadows
+    # the threshold attacks calibrate on the same shadows; ML-Leaks' one shadow is shadow 0
+    second = run_studies([compare_study(tiny(), "shokri,loss,confidence,ml-leaks")], LOOP, tmp_path / "cmp",
+                         kind="compare", cache=cache)  # fmt: skip
+    t = second.manifest["timings"]
+    assert t["models_trained"] == 0
+    assert t["attacks_from_cache"] == 1 and t["attacks_run"] == 3
+    shokri = [e for e in second.evaluations if e.setting.attack == "shokri"]
+    np.testing.assert_array_equal(shokri[0].member_scores, first.evaluations[0].member_scores)
+
+
+def test_every_registered_attack_runs_in_a_study_and_planning_trains_everything_first(tmp_path) -> None:
+    base = tiny(n_refs=4, ref_train_size=60)
+    study = compare_study(base, "all")
+    ex = Experiment(LOOP, cache=Cache(tmp_path))
+    settings = study.settings()
+    ex.plan([(s, 0) for s in settings])
+    planned = ex.stats.models_trained
+    # target + 3 shadows (shared by shokri, the threshold attacks and ML-Leaks) + lira's 4 references +
+    # lira-offline's 4 and a pseudo-target + rmia's 4 (its pseudo-target is lira-offline's: same records and seed)
+    assert planned == 1 + 3 + 4 + 5 + 4
+    evaluations = [ex.evaluate(s, 0) for s in settings]
+    assert ex.stats.models_trained == planned  # the dry runs found every model the attacks train
+    assert [e.setting.attack for e in evaluations] == [s.attack for s in settings]
+    assert len({e.setting.setting_id for e in evaluations}) == 9
+    for e in evaluations:
+        assert 0.0 <= e.metrics["auc"] <= 1.0 and e.queries >= 400
+    assert ex.stats.attacks_run == 9
+
+
+def test_rerun_trains_nothing_and_gives_the_same_numbers(tmp_path) -> None:
+    cache = Cache(tmp_path)
+    st = tiny(attack="lira", n_refs=4, ref_train_size=60)
+    a = Experiment(LOOP, cache=cache).run([st], [0, 1])
+    again = Experiment(LOOP, cache=cache)
+    b = again.run([st], [0, 1])
+    assert again.stats.models_trained == 0 and again.stats.attacks_run == 0
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.member_scores, y.member_scores)
+        assert x.metrics == y.metrics and y.from_cache
+    # without a stored evaluation, the models are still reused and the scores recomputed equal
+    for entry in (tmp_path / "evals").iterdir():
+        entry.unlink()
+    third = Experiment(LOOP, cache=cache)
+    c = third.run([st], [0, 1])
+    assert third.stats.models_trained == 0 and third.stats.attacks_run == 2
+    for x, y in zip(a, c, strict=True):
+        np.testing.assert_array_equal(x.member_scores, y.member_scores)
+
+
+def test_the_attackers_recipe_is_part_of_its_knowledge() -> None:
+    ex = Experiment(RunSpec(engine="loop", precision="f32"), cache=None)
+    kn = ex.knowledge(tiny(shadow_arch="dense", train={"epochs": 7, "lr": 0.01}), 0)
+    assert kn.model.hidden == (512, 256, 128) and kn.train.epochs == 7 and kn.train.lr == 0.01
+    assert kn.train.engine == "loop"
+    assert len(kn.y) == len(ex.split("digits", None, 0).population)
