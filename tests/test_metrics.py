@@ -360,10 +360,20 @@ def test_best_threshold_between_adjacent_floats() -> None:
     assert t == member and (np.array([member, other]) >= t).tolist() == [True, False]
 
 
-def test_fpr_levels() -> None:
+def test_fpr_levels_are_declared_once() -> None:
     assert metrics.FPR_LEVELS == (0.01, 0.001, 0.0)
     record = membership_metrics(Y, S, threshold=0.5)
     assert list(record["tpr_at_fpr"]) == [fpr_key(level) for level in metrics.FPR_LEVELS]
+    src = Path(metrics.__file__).parent
+    declared = []
+    for path in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Tuple):
+                declared += [
+                    f"{path.relative_to(src)}:{t.id}" for t in targets if isinstance(t, ast.Name) and "FPR" in t.id
+                ]
+    assert declared == ["metrics.py:FPR_LEVELS"]
 
 
 # ---------------------------------------------------------------------------------------- records
