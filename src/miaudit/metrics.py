@@ -19,7 +19,8 @@ across seeds. This module never imports models or attacks.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, cast
 
 import numpy as np
@@ -27,8 +28,9 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
 __all__ = [
-    "DEFAULT_FPR_LEVELS",
     "FPR_LEVELS",
+    "METRIC_BOUNDS",
+    "MIN_INTERVAL_VALUES",
     "accuracy",
     "advantage",
     "auc",
@@ -39,10 +41,12 @@ __all__ = [
     "fpr_key",
     "mean_ci",
     "membership_metrics",
+    "metric_bounds",
     "paired_difference_ci",
     "precision",
     "recall",
     "roc_curve",
+    "seeds_needed",
     "threshold_for_fpr",
     "tpr_at_fpr",
 ]
@@ -50,8 +54,6 @@ __all__ = [
 #: The false-positive-rate levels every record reports TPR at (1%, 0.1% and no false positive at all);
 #: declared here once, studies and reports import it.
 FPR_LEVELS: tuple[float, ...] = (0.01, 0.001, 0.0)
-#: The same tuple under its earlier name.
-DEFAULT_FPR_LEVELS = FPR_LEVELS
 
 # Bootstrap index matrices are drawn in chunks of at most this many entries (8 bytes each).
 _BOOT_CHUNK_ENTRIES = 2**22
@@ -641,17 +643,76 @@ def bootstrap_ci(
     return point, float(low), float(high)
 
 
-def _t_interval(x: NDArray[np.float64], conf: float) -> tuple[float, float, float, float]:
-    """(mean, std, low, high) of a Student's t interval; std/low/high NaN when ``x`` has one value."""
+#: Fewest values from which :func:`mean_ci` states an interval. With two values the spread rests on
+#: one degree of freedom: the t quantile is 12.7 and the standard deviation's own 95% range spans a
+#: factor of about 70 (chi-square with 1 df), so an "interval" from two seeds says nothing reliable.
+MIN_INTERVAL_VALUES = 3
+
+#: The range of each bounded metric of this module; :func:`mean_ci` clips to it when given
+#: ``bounds=metric_bounds(name)``. Rates and AUC lie in [0, 1]; ``advantage`` (TPR - FPR) in [-1, 1].
+#: Unbounded: counts (``n_members``), differences between settings, and anything not listed here.
+METRIC_BOUNDS: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {
+        "accuracy": (0.0, 1.0),
+        "precision": (0.0, 1.0),
+        "recall": (0.0, 1.0),
+        "balanced_accuracy": (0.0, 1.0),
+        "auc": (0.0, 1.0),
+        "tpr_at_fpr": (0.0, 1.0),
+        "advantage": (-1.0, 1.0),
+    }
+)
+
+# No finite number of seeds is reported above this (the gap to close is then negligible against the spread).
+_MAX_SEEDS = 10**9
+
+
+def metric_bounds(name: str) -> tuple[float, float] | None:
+    """The range of a metric of this module, or None when it is unbounded or unknown.
+
+    TPR at a fixed FPR is bounded under any of its record names (``tpr_at_fpr``,
+    ``tpr_at_fpr_0.01``, ``tpr_at_fpr[0.001]``).
+
+    >>> metric_bounds("auc"), metric_bounds("tpr_at_fpr_0.01"), metric_bounds("advantage"), metric_bounds("n_members")
+    ((0.0, 1.0), (0.0, 1.0), (-1.0, 1.0), None)
+    """
+    if name.startswith("tpr_at_fpr"):
+        return METRIC_BOUNDS["tpr_at_fpr"]
+    return METRIC_BOUNDS.get(name)
+
+
+def _check_bounds(bounds: object) -> tuple[float, float]:
+    try:
+        lo, hi = cast(Sequence[float], bounds)
+    except (TypeError, ValueError):
+        raise TypeError(f"bounds must be a pair (low, high), e.g. (0.0, 1.0) for a rate; got {bounds!r}") from None
+    lo_f, hi_f = _check_real(lo, "bounds[0]"), _check_real(hi, "bounds[1]")
+    if not lo_f < hi_f:  # also rejects NaN
+        raise ValueError(f"bounds must satisfy low < high, e.g. (0.0, 1.0) for a rate; got {bounds!r}")
+    return lo_f, hi_f
+
+
+def _t_quantile(n: int, conf: float) -> float:
+    """The two-sided Student's t quantile for ``n`` values (``n - 1`` degrees of freedom)."""
+    return float(stats.t.ppf((1.0 + conf) / 2.0, n - 1))
+
+
+def _t_interval(x: NDArray[np.float64], conf: float, *, min_n: int = 2) -> tuple[float, float, float, float]:
+    """(mean, std, low, high) of a Student's t interval.
+
+    ``std`` is NaN for fewer than 2 values; ``low`` and ``high`` are NaN for fewer than ``min_n``.
+    """
     mean = float(x.mean())
-    if x.size < 2:
-        return mean, math.nan, math.nan, math.nan
-    std = float(x.std(ddof=1))
-    half = float(stats.t.ppf((1.0 + conf) / 2.0, x.size - 1)) * std / math.sqrt(x.size)
+    std = float(x.std(ddof=1)) if x.size >= 2 else math.nan
+    if x.size < max(2, min_n):
+        return mean, std, math.nan, math.nan
+    half = _t_quantile(x.size, conf) * std / math.sqrt(x.size)
     return mean, std, mean - half, mean + half
 
 
-def mean_ci(values: Sequence[float] | ArrayLike, *, level: float = 0.95) -> dict[str, float | int]:
+def mean_ci(
+    values: Sequence[float] | ArrayLike, *, level: float = 0.95, bounds: tuple[float, float] | None = None
+) -> dict[str, float | int]:
     """Mean of a metric across seeds with a Student's t confidence interval.
 
     Parameters
@@ -660,22 +721,87 @@ def mean_ci(values: Sequence[float] | ArrayLike, *, level: float = 0.95) -> dict
         One finite value per independent run (seed).
     level : float, default=0.95
         Confidence level, strictly between 0 and 1.
+    bounds : (float, float), optional
+        The metric's range, e.g. ``metric_bounds("auc")`` (see :data:`METRIC_BOUNDS`). The interval
+        is clipped to it, so it never claims values the metric cannot take; every value must lie
+        within it.
 
     Returns
     -------
     dict
-        ``mean``, ``low``, ``high``, ``std`` (sample standard deviation, ``ddof=1``) and ``n``. With
-        a single value there is no spread to estimate: ``std``, ``low`` and ``high`` are NaN.
+        ``mean``, ``low``, ``high``, ``std`` (sample standard deviation, ``ddof=1``) and ``n``.
+        With fewer than :data:`MIN_INTERVAL_VALUES` (3) values no interval is claimed: ``low`` and
+        ``high`` are NaN; with a single value ``std`` is NaN too.
 
     Examples
     --------
     >>> r = mean_ci([0.6, 0.6, 0.6])
     >>> r["mean"], r["low"], r["high"], r["std"], r["n"]
     (0.6, 0.6, 0.6, 0.0, 3)
+    >>> r = mean_ci([0.70, 0.95])  # two seeds: no interval
+    >>> round(r["mean"], 3), r["low"], r["high"], r["n"]
+    (0.825, nan, nan, 2)
+    >>> r = mean_ci([0.90, 0.99, 1.0], bounds=(0.0, 1.0))  # unclipped: [0.827, 1.100]
+    >>> round(r["low"], 4), r["high"]
+    (0.8265, 1.0)
     """
     x = _check_scores(values, "values")
-    mean, std, low, high = _t_interval(x, _check_confidence(level))
+    conf = _check_confidence(level)
+    lim = None if bounds is None else _check_bounds(bounds)
+    if lim is not None and (x.min() < lim[0] or x.max() > lim[1]):
+        raise ValueError(
+            f"values must lie within bounds {lim}; got values from {float(x.min())!r} to {float(x.max())!r}: "
+            "pass the metric's own range (metric_bounds(name)) or bounds=None"
+        )
+    mean, std, low, high = _t_interval(x, conf, min_n=MIN_INTERVAL_VALUES)
+    if lim is not None and math.isfinite(low):
+        low, high = max(lim[0], low), min(lim[1], high)
     return {"mean": mean, "low": low, "high": high, "std": std, "n": int(x.size)}
+
+
+def seeds_needed(std: float, gap: float, *, level: float = 0.95) -> int | None:
+    """Fewest seeds whose expected t-interval half-width is below ``gap``.
+
+    The smallest ``n >= MIN_INTERVAL_VALUES`` with ``t(n - 1) * std / sqrt(n) < gap``, where
+    ``t(n - 1)`` is the two-sided Student's t quantile at ``level``: with the spread taken as
+    ``std``, an interval around a mean that lies ``gap`` from a boundary would then clear it. A
+    planning estimate (it treats the observed ``std`` as the truth), not a power calculation.
+
+    Parameters
+    ----------
+    std : float
+        Standard deviation of one seed's value (e.g. of the per-seed differences), at least 0.
+    gap : float
+        Distance the half-width must stay under.
+    level : float, default=0.95
+        Confidence level, strictly between 0 and 1.
+
+    Returns
+    -------
+    int or None
+        None when no number of seeds would do: ``gap <= 0``, ``std`` NaN, or more than 10**9 needed.
+
+    Examples
+    --------
+    >>> seeds_needed(0.01, 0.012)  # n = 5: 2.776 * 0.01 / sqrt(5) = 0.0124; n = 6: 2.571 * 0.01 / sqrt(6) = 0.0105
+    6
+    >>> seeds_needed(0.0, 0.001), seeds_needed(0.01, 0.0)
+    (3, None)
+    """
+    s, g = _check_real(std, "std"), _check_real(gap, "gap")
+    conf = _check_confidence(level)
+    if s < 0:
+        raise ValueError(f"std must be a standard deviation, at least 0; got {std!r}")
+    if not (math.isfinite(s) and g > 0):
+        return None
+    z = float(stats.norm.ppf((1.0 + conf) / 2.0))
+    start = (z * s / g) ** 2  # the normal quantile is below t: no smaller n can qualify
+    if start > _MAX_SEEDS:
+        return None
+    n = max(MIN_INTERVAL_VALUES, math.ceil(start))
+    while _t_quantile(n, conf) * s / math.sqrt(n) >= g:
+        n += 1
+    return n if n <= _MAX_SEEDS else None
 
 
 def paired_difference_ci(

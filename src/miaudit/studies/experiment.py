@@ -40,7 +40,7 @@ from miaudit.attacks.base import Attack, AttackerKnowledge
 from miaudit.attacks.registry import create_attack
 from miaudit.data import Dataset, load_dataset, make_split
 from miaudit.errors import DataError
-from miaudit.metrics import DEFAULT_FPR_LEVELS, membership_metrics
+from miaudit.metrics import FPR_LEVELS, membership_metrics
 from miaudit.seeding import derive_seed, make_rng
 from miaudit.studies.cache import Cache, CachingTrainer, array_digest, key_hash, model_key, train_key
 from miaudit.studies.schema import RunSpec, Setting
@@ -427,7 +427,7 @@ class Experiment:
         st: Setting, seed: int, arrays: dict[str, np.ndarray], meta: dict[str, Any], *, fresh: bool = False
     ) -> Evaluation:
         scores, is_member = arrays["scores"].astype(np.float64), arrays["is_member"].astype(bool)
-        metrics = membership_metrics(is_member, scores, threshold=meta["threshold"], fpr_levels=DEFAULT_FPR_LEVELS)
+        metrics = membership_metrics(is_member, scores, threshold=meta["threshold"], fpr_levels=FPR_LEVELS)
         return Evaluation(
             setting=st,
             seed=seed,
