@@ -12,7 +12,10 @@ from ``make_rng(seed, "target-order", ...)``) and the attacker's population (the
 size n trains on the first n candidates and is evaluated on them and the first n held-out records.
 The split does not depend on which settings run, so the cache stays valid across any selection.
 
-Seeds. The target of a setting: ``derive_seed(seed, "target", arch, n)``; the attack:
+Seeds. The target of a setting: ``derive_seed(seed, "target")``, whatever its architecture and size, so
+the arms of a comparison share their randomness where the design allows (a dense and a dropout target
+start from the same weights and see the same minibatches: common random numbers make paired differences
+less noisy); the attack:
 ``derive_seed(seed, "attack")`` for every attack, so attacks that train shadow models with the same
 recipe share them (shadow k's set and seed depend only on the attack seed and k: nine shadows serve
 every count from 2 to 9, and the shadow-model and threshold attacks use the same ones).
@@ -316,7 +319,7 @@ class Experiment:
                 "target_size or more classes"
             )
         spec = ModelSpec.from_arch(st.arch, n_features=ds.n_features, n_classes=ds.n_classes)
-        return ds, sp.members[:n], derive_seed(seed, "target", st.arch, n), spec, self.train_spec(st)
+        return ds, sp.members[:n], derive_seed(seed, "target"), spec, self.train_spec(st)
 
     def target_key(self, st: Setting, seed: int) -> dict[str, Any]:
         """The cache key of the setting's target for ``seed`` (computed without training it)."""
