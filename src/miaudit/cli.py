@@ -6,6 +6,7 @@ finished unit elsewhere (CI logs).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -13,12 +14,13 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from miaudit.errors import ConfigError, MiauditError
@@ -34,6 +36,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Find, verify and download datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+studies_app = typer.Typer(help="List, show and export the shipped study configs.", no_args_is_help=True)
+app.add_typer(studies_app, name="studies")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -84,7 +88,7 @@ class ProgressPrinter:
 
 
 def _fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -548,6 +552,163 @@ def report(
     _write_report(run_dir, formats, out)
 
 
+# --- miaudit --version, the studies sub-app, one-line errors for missing extras -----------------------------
+
+
+def version_text() -> str:
+    """Three lines: miaudit's version and folder, torch's version, and which compiled kernels are in use."""
+    import torch
+
+    import miaudit
+    from miaudit.training.native import native_status
+
+    return (
+        f"miaudit {miaudit.__version__} ({Path(miaudit.__file__).parent})\n"
+        f"torch {torch.__version__}\n"
+        f"native kernels: {native_status()}"
+    )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the versions of miaudit and torch and the state of the compiled kernels, then exit.",
+    ),
+) -> None:
+    """Measure how much a trained model leaks about its training data (membership inference)."""
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Print a miaudit error that escaped a command (e.g. a missing optional extra) as one line; exit code 2.
+
+    A ``ModuleNotFoundError`` of a module that one of miaudit's extras installs becomes the same line as
+    :func:`miaudit._extras.require_extra` gives; any other exception propagates with its traceback.
+    """
+    from miaudit._extras import extra_for_module, missing_extra_message
+
+    try:
+        yield
+    except MiauditError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except ModuleNotFoundError as exc:
+        extra = extra_for_module(exc.name)
+        if extra is None:
+            raise
+        message = missing_extra_message(str(exc.name).partition(".")[0], extra)
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+
+
+def _study_files(config_dir: Path | None) -> tuple[Path, dict[str, tuple[Path, Any]]]:
+    """The folder of the studies (default: the shipped ones) and ``{id: (file, StudyConfig)}`` of its files."""
+    from miaudit.studies.schema import default_config_dir, load_study
+
+    directory = config_dir if config_dir is not None else default_config_dir()
+    if not directory.is_dir():
+        raise ConfigError(f"config folder {directory} does not exist; pass --config-dir a folder of study*.toml files")
+    found = {}
+    for path in sorted(directory.glob("study*.toml")):
+        study = load_study(path)
+        found[study.id] = (path, study)
+    if not found:
+        raise ConfigError(f"no study*.toml files in {directory}; `miaudit studies export DIR` writes the shipped ones")
+    return directory, dict(sorted(found.items(), key=lambda item: (len(item[0]), item[0])))
+
+
+_STUDIES_DIR_OPTION = typer.Option(
+    None, "--config-dir", help="Folder of study*.toml configs (default: the shipped ones)."
+)
+
+
+@studies_app.command("list")
+def studies_list(config_dir: Path | None = _STUDIES_DIR_OPTION) -> None:
+    """One line per study: id, title, where the paper reports it, and its number of settings (full and --quick)."""
+    try:
+        directory, found = _study_files(config_dir)
+        rows = [
+            (sid, s.title, s.paper_ref, str(len(s.settings())), str(len(s.settings(quick=True))))
+            for sid, (_, s) in found.items()
+        ]
+    except MiauditError as exc:
+        _fail(exc)
+    table = Table("id", "title", "paper", "settings", "--quick", header_style="bold")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    console.print(f"{len(rows)} studies in {directory}", soft_wrap=True, markup=False, highlight=False)
+    wide = console if console.is_terminal else Console(width=max(console.width, 120))
+    wide.print(table)
+
+
+def _find_study(study_id: str, config_dir: Path | None) -> tuple[Path, Any]:
+    """The file and the StudyConfig of the study ``study_id`` (ConfigError naming the ids there are)."""
+    _, found = _study_files(config_dir)
+    if study_id not in found:
+        raise ConfigError(f"unknown study id {study_id!r}; available: {', '.join(found)} (`miaudit studies list`)")
+    return found[study_id]
+
+
+@studies_app.command("show")
+def studies_show(
+    study_id: str = typer.Argument(..., metavar="ID", help="A study id, as `miaudit studies list` shows it."),
+    config_dir: Path | None = _STUDIES_DIR_OPTION,
+) -> None:
+    """Print a study's TOML file and how many settings its grid expands to."""
+    try:
+        path, study = _find_study(study_id, config_dir)
+        n_full, n_quick = len(study.settings()), len(study.settings(quick=True))
+    except MiauditError as exc:
+        _fail(exc)
+    typer.echo(f"# {path}")
+    typer.echo(path.read_text(encoding="utf-8").rstrip("\n"))
+    typer.echo(f"# study {study.id} expands to {n_full} settings ({n_quick} with --quick); each runs once per seed")
+
+
+def _export_studies(dest: Path, *, force: bool = False) -> list[Path]:
+    """Copy the shipped ``study*.toml`` files and their README into ``dest``; the files written.
+
+    Raises ConfigError if ``dest`` is a file, or already holds one of those files and ``force`` is False.
+    """
+    from miaudit._io import atomic_write_bytes
+    from miaudit.studies.schema import default_config_dir
+
+    source = default_config_dir()
+    files = sorted(source.glob("study*.toml")) + [p for p in (source / "README.md",) if p.is_file()]
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"{dest} is a file, not a folder; choose a folder to export the studies into")
+    existing = [p.name for p in files if (dest / p.name).exists()]
+    if existing and not force:
+        raise ConfigError(
+            f"{dest} already holds {', '.join(existing)}; pass --force to overwrite them, or choose another folder"
+        )
+    return [atomic_write_bytes(dest / p.name, p.read_bytes()) for p in files]
+
+
+@studies_app.command("export")
+def studies_export(
+    dest: Path = typer.Argument(..., metavar="DIR", help="Folder to write the study files into (created if missing)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite study files already in DIR."),
+) -> None:
+    """Copy the shipped study files (and their README) into DIR, a starting point for your own studies."""
+    try:
+        written = _export_studies(dest, force=force)
+    except MiauditError as exc:
+        _fail(exc)
+    console.print(f"wrote {len(written)} files to {dest}", highlight=False, markup=False)
+    console.print(f"run them with: miaudit reproduce --config-dir {dest}", highlight=False, markup=False)
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -555,8 +716,9 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def main() -> None:
-    """Entry point of the console script."""
-    app()
+    """Entry point of the console script (and of ``python -m miaudit``)."""
+    with one_line_errors():
+        app()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ any other constructor parameter, and is checked against the constructor's signat
 is validated. A shared field left at ``None`` leaves the attack's own default, except
 ``ref_train_size``, which defaults to the target's size (what the attacker believes it is).
 
-A study (a TOML file, ``configs/README.md``) is a base setting and a grid: the cartesian product of
+A study (a TOML file, ``miaudit/configs/README.md``) is a base setting and a grid: the cartesian product of
 the grid's lists, over any setting field, ``attack`` and ``attack_params`` included.
 """
 
@@ -362,12 +362,50 @@ def parse_config(cls: type[M], data: dict[str, Any]) -> M:
 
 
 def default_config_dir() -> Path:
-    """The study configs shipped with the package (``configs/`` in a source checkout)."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parent / "configs", here.parents[3] / "configs"):
-        if candidate.is_dir() and any(candidate.glob("study*.toml")):
-            return candidate
-    raise ConfigError("cannot find the study configs (configs/study*.toml); pass --config-dir")
+    """The folder of the study configs shipped with the package (``miaudit/configs/study*.toml``).
+
+    They are package data, found through :mod:`importlib.resources` wherever miaudit is installed (a wheel,
+    an editable install, a source checkout on ``sys.path``). Where the package is not a folder on disk (a zip
+    import), its files are copied to ``configs/<hash of their contents>`` in the cache folder
+    (``$MIAUDIT_CACHE_DIR``, else the user cache) once, and that folder is returned.
+
+    Returns
+    -------
+    Path
+        A folder holding ``study*.toml``.
+
+    Raises
+    ------
+    ConfigError
+        If the install holds no shipped study configs (a broken install).
+    """
+    import hashlib
+    import os
+    from importlib import resources
+
+    fix = "reinstall miaudit, or pass --config-dir DIR with your own study*.toml files"
+    try:
+        root = resources.files("miaudit.configs")
+    except ModuleNotFoundError:
+        raise ConfigError(f"cannot find the shipped study configs (no package miaudit.configs); {fix}") from None
+    if isinstance(root, Path):  # a normal install: the package is a folder on disk
+        if any(root.glob("study*.toml")):
+            return root
+        raise ConfigError(f"cannot find the shipped study configs (no study*.toml in {root}); {fix}")
+    contents = {f.name: f.read_bytes() for f in root.iterdir() if f.is_file() and not f.name.endswith(".py")}
+    if not any(name.startswith("study") and name.endswith(".toml") for name in contents):
+        raise ConfigError(f"cannot find the shipped study configs (no study*.toml in miaudit.configs); {fix}")
+    import platformdirs
+
+    from miaudit._io import atomic_write_bytes
+
+    digest = hashlib.sha256(b"".join(n.encode() + b"\0" + d + b"\0" for n, d in sorted(contents.items())))
+    cache = os.environ.get(DEFAULT_CACHE_ENV) or platformdirs.user_cache_dir("miaudit")
+    folder = Path(cache) / "configs" / digest.hexdigest()[:16]
+    for name, data in contents.items():
+        if not (folder / name).is_file():
+            atomic_write_bytes(folder / name, data)
+    return folder
 
 
 def load_study(path: str | Path) -> StudyConfig:
