@@ -14,33 +14,6 @@ from miaudit.training.specs import ModelSpec, TrainSpec
 from miaudit.training.trainer import train_models
 
 
-@pytest.fixture(scope="module")
-def memorising(memorising_target):
-    """A target that memorises 300 Fashion-MNIST images (80 epochs), and a fitted ML-Leaks attack."""
-    ds, split, target, knowledge = memorising_target
-    attack = MLLeaksAttack(shadow_train_size=300, shadow_test_size=300, seed=3).fit(knowledge)
-    return ds, split, target, attack
-
-
-def _auc(ds, members, nonmembers, target, attack) -> float:
-    idx = np.concatenate([members, nonmembers])
-    scores = attack.score(LocalTarget(target), ds.X[idx], ds.y[idx])
-    return auc(np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)], scores)
-
-
-@pytest.mark.slow
-def test_memorising_target_is_attacked(memorising) -> None:
-    ds, split, target, attack = memorising
-    assert attack.n_training_records_ == 600  # one shadow: 300 in + 300 out
-    assert _auc(ds, split.target_in, split.target_out[:300], target, attack) > 0.6
-
-
-@pytest.mark.slow
-def test_unseen_members_give_chance_auc(memorising) -> None:
-    ds, split, target, attack = memorising
-    assert abs(_auc(ds, split.target_out[300:600], split.target_out[600:900], target, attack) - 0.5) < 0.1
-
-
 def test_top_k_and_balancing() -> None:
     P = np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])
     np.testing.assert_allclose(top_k_probabilities(P, 3), [[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]])

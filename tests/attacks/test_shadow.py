@@ -116,3 +116,38 @@ def test_class_count_mismatch_is_reported() -> None:
     attack = ShadowModelAttack(attack_model="lr").fit_shadow_data(d)
     with pytest.raises(DataError, match="outputs 4 classes but the shadow models had 3"):
         attack.scores_from_probs(np.full((2, 4), 0.25), np.zeros(2, int))
+
+
+def test_true_label_features_use_the_true_label_not_the_prediction() -> None:
+    P = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25], [0.05, 0.15, 0.8]])
+    y = np.array([1, 1, 0, 0])  # the predicted classes are 0, 2, 1, 2: never the label
+    p_true = P[np.arange(4), y]
+    logit = np.log(p_true) - np.log1p(-p_true)
+    np.testing.assert_allclose(attack_features(P, y, features="true-label"), logit[:, None], rtol=1e-12)
+    rich = attack_features(P, y, features="rich")
+    top = -np.sort(-P, axis=1)
+    np.testing.assert_allclose(rich, np.hstack([top, np.log(top), logit[:, None]]), rtol=1e-12)
+    # another label changes the label's feature only
+    other = attack_features(P, (y + 1) % 3, features="rich")
+    np.testing.assert_array_equal(other[:, :6], rich[:, :6])
+    assert np.all(np.abs(other[:, 6] - rich[:, 6]) > 0.1)
+
+
+def test_per_class_attack_models_are_chosen_by_the_true_label() -> None:
+    from miaudit.attacks.classifiers import classifier_scores
+
+    train = _synthetic_shadow_data(1500, 0)
+    attack = ShadowModelAttack(attack_model="lr", per_class=True, seed=0).fit_shadow_data(train)
+    assert set(attack.attack_models_) == {None, 0, 1, 2}
+    test = _synthetic_shadow_data(400, 1)
+    P, y = test.probs, test.labels
+    predicted = P.argmax(axis=1)
+    assert np.sum(predicted != y) > 20  # records whose prediction is not their label
+    F = attack_features(P, y, features="rich")
+
+    def routed(by: np.ndarray) -> np.ndarray:
+        return np.array([classifier_scores(attack.attack_models_[int(c)], F[i : i + 1])[0] for i, c in enumerate(by)])
+
+    s = attack.scores_from_probs(P, y)
+    np.testing.assert_allclose(s, routed(y), rtol=1e-10)
+    assert not np.allclose(s, routed(predicted), rtol=1e-3)  # so routing by the prediction would be seen

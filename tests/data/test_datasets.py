@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from miaudit.data import DATASETS, Dataset, load_arrays, load_dataset
-from miaudit.errors import ConfigError, DataError
+from miaudit.errors import ChecksumError, ConfigError, DataError
 
 
 def _ds(**kw) -> Dataset:
@@ -196,3 +197,63 @@ def _csv(tmp_path: Path, text: str) -> Path:
 def test_load_arrays_errors(tmp_path: Path, make, pattern: str) -> None:
     with pytest.raises(DataError, match=pattern):
         load_arrays(make(tmp_path))
+
+
+# --------------------------------------------------------------------------------------------------
+# The in-process memo of Fashion-MNIST must notice a file rewritten on disk
+
+
+def _rewrite_same_size(path: Path, *, keep_mtime: bool) -> None:
+    """Give the (decompressed) IDX file other pixel values, same name and same number of bytes."""
+    old = path.read_bytes()
+    header = 4 + 4 * old[3]  # magic (4 bytes, the last one the number of dimensions), then the sizes
+    stat = path.stat()
+    new = old[:header] + bytes(255 - b for b in old[header:])
+    assert len(new) == len(old) and new != old
+    path.write_bytes(new)
+    if keep_mtime:  # as `cp -p`, `rsync -t` or `tar x` leave it
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+
+
+@pytest.fixture
+def raw_fmnist(places, fake_checksums, fake_writer) -> Path:
+    """Decompressed fake Fashion-MNIST files: a rewrite with other content keeps the size exactly."""
+    return fake_writer(places.tmp / "raw", compress=False)
+
+
+def test_fashion_mnist_memo_notices_a_rewritten_file(raw_fmnist: Path) -> None:
+    from miaudit.data import fashion_mnist as fm
+
+    images = raw_fmnist / fm.TRAIN_IMAGES.removesuffix(".gz")
+    first = load_dataset("fashion-mnist", data_dir=raw_fmnist, verify=False)
+    assert load_dataset("fashion-mnist", data_dir=raw_fmnist, verify=False) is first  # memoised
+    assert fm.fashion_mnist_info(raw_fmnist).checksums_ok is True  # digests memoised too
+    before = first.X.copy()
+    _rewrite_same_size(images, keep_mtime=False)
+    again = load_dataset("fashion-mnist", data_dir=raw_fmnist, verify=False)
+    n_train = fm.SHAPES[fm.TRAIN_IMAGES][0]
+    np.testing.assert_allclose(again.X[:n_train], 1.0 - before[:n_train], atol=1e-6)  # the new pixels
+    np.testing.assert_array_equal(again.X[n_train:], before[n_train:])  # the test images are unchanged
+    info = fm.fashion_mnist_info(raw_fmnist)
+    ok = {f.name: f.sha256_ok for f in info.files}
+    assert ok == {name: name != fm.TRAIN_IMAGES for name in fm.FILES} and info.checksums_ok is False
+    with pytest.raises(ChecksumError, match="sha256 of the decompressed contents"):
+        load_dataset("fashion-mnist", data_dir=raw_fmnist)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: the Fashion-MNIST memo (fashion_mnist._stat_key) keys files by path, size and mtime "
+    "only, so a same-size rewrite that keeps the mtime (cp -p, rsync -t, tar x) returns the old arrays",
+)
+def test_fashion_mnist_memo_notices_a_rewrite_that_keeps_the_mtime(raw_fmnist: Path) -> None:
+    from miaudit.data import fashion_mnist as fm
+
+    images = raw_fmnist / fm.TRAIN_IMAGES.removesuffix(".gz")
+    before = load_dataset("fashion-mnist", data_dir=raw_fmnist, verify=False).X.copy()
+    _rewrite_same_size(images, keep_mtime=True)
+    with pytest.raises(ChecksumError, match="sha256 of the decompressed contents"):
+        load_dataset("fashion-mnist", data_dir=raw_fmnist)
+    again = load_dataset("fashion-mnist", data_dir=raw_fmnist, verify=False)
+    assert not np.array_equal(again.X, before)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -183,3 +184,102 @@ def test_random_halves_errors() -> None:
         random_halves(np.arange(4), 0, seed=0)
     with pytest.raises(DataError, match="population must be a 1-D array"):
         random_halves(np.zeros((2, 2)), 2, seed=0)
+
+
+# ------------------------------------------------------------------ disjointness, pair by pair
+SETS = ["target_in", "target_out", "shadow_in[0]", "shadow_out[0]", "shadow_in[1]", "shadow_out[1]"]
+TWO_SHADOWS = {"target_size": 100, "n_shadows": 2, "shadow_train_size": 50, "shadow_test_size": 40, "seed": 5}
+
+
+def _get(split: MembershipSplit, name: str) -> np.ndarray:
+    if name.startswith("shadow_"):
+        kind, k = name[:-3], int(name[-2])
+        return getattr(split, kind)[k]
+    return getattr(split, name)
+
+
+@pytest.mark.parametrize("stratify", [False, True])
+@pytest.mark.parametrize(
+    ("a", "b"), [(a, b) for i, a in enumerate(SETS) for b in SETS[i + 1 :]], ids=str
+)
+def test_make_split_sets_are_pairwise_disjoint(a: str, b: str, stratify: bool) -> None:
+    """Checked here with Python sets, not with check_disjoint: each pair separately."""
+    split = make_split(Y, **TWO_SHADOWS, stratify=stratify)
+    common = set(_get(split, a).tolist()) & set(_get(split, b).tolist())
+    assert not common, f"{a} and {b} share {sorted(common)[:5]}"
+
+
+@pytest.mark.parametrize("stratify", [False, True])
+def test_make_split_population_excludes_the_target_and_holds_the_shadows(stratify: bool) -> None:
+    split = make_split(Y, **TWO_SHADOWS, stratify=stratify)
+    population = set(split.population.tolist())
+    assert not population & set(split.target_in.tolist())
+    assert not population & set(split.target_out.tolist())
+    for name in SETS[2:]:
+        assert set(_get(split, name).tolist()) <= population, name
+    assert population | set(split.target_in.tolist()) | set(split.target_out.tolist()) == set(range(len(Y)))
+    for name in [*SETS, "population"]:
+        values = split.population if name == "population" else _get(split, name)
+        assert len(np.unique(values)) == len(values), f"{name} repeats an index"
+
+
+def _with(d: dict, name: str, values: list[int]) -> dict:
+    """``d`` (a split dict) with the set ``name`` replaced by ``values``."""
+    if name.startswith("shadow_"):
+        kind, k = name[:-3], int(name[-2])
+        sets = [list(s) for s in d[kind]]
+        sets[k] = values
+        return d | {kind: sets}
+    return d | {name: values}
+
+
+def _values(d: dict, name: str) -> list[int]:
+    if name.startswith("shadow_"):
+        return list(d[name[:-3]][int(name[-2])])
+    return list(d[name])
+
+
+@pytest.mark.parametrize(("a", "b"), [(a, b) for i, a in enumerate(SETS) for b in SETS[i + 1 :]], ids=str)
+def test_check_disjoint_rejects_every_overlapping_pair(a: str, b: str) -> None:
+    """One index of ``a`` is put into ``b`` (replacing one of b's): exactly this pair overlaps."""
+    d = make_split(Y, **TWO_SHADOWS).to_dict()
+    shared = _values(d, a)[0]
+    bad = _with(d, b, [shared, *_values(d, b)[1:]])
+    with pytest.raises(DataError, match=rf"split invalid: {re.escape(a)} and {re.escape(b)} share 1 indices"):
+        MembershipSplit.from_dict(bad)
+
+
+@pytest.mark.parametrize("name", ["target_in", "target_out"])
+def test_check_disjoint_rejects_target_records_in_the_population(name: str) -> None:
+    d = make_split(Y, **TWO_SHADOWS).to_dict()
+    bad = d | {"population": sorted([*d["population"], d[name][3]])}
+    with pytest.raises(DataError, match=rf"split invalid: {name} and population share 1 indices.*must exclude"):
+        MembershipSplit.from_dict(bad)
+
+
+@pytest.mark.parametrize("name", SETS[2:])
+def test_check_disjoint_rejects_shadow_records_outside_the_population(name: str) -> None:
+    d = make_split(Y, **TWO_SHADOWS).to_dict()
+    bad = d | {"population": sorted(set(d["population"]) - {_values(d, name)[0]})}
+    with pytest.raises(DataError, match=rf"split invalid: {re.escape(name)} has 1 indices outside the population"):
+        MembershipSplit.from_dict(bad)
+
+
+@pytest.mark.parametrize("name", [*SETS, "population"])
+def test_check_disjoint_rejects_a_repeated_index(name: str) -> None:
+    d = make_split(Y, **TWO_SHADOWS).to_dict()
+    values = _values(d, name)
+    bad = _with(d, name, [values[0], *values[:-1]])  # same length, first index twice
+    with pytest.raises(DataError, match=rf"split invalid: {re.escape(name)} contains repeated indices"):
+        MembershipSplit.from_dict(bad)
+
+
+@pytest.mark.parametrize("name", [*SETS, "population"])
+def test_check_disjoint_rejects_indices_outside_the_dataset(name: str) -> None:
+    split = make_split(Y, **TWO_SHADOWS)
+    d = split.to_dict()
+    values = _values(d, name)
+    bad = MembershipSplit.from_dict(_with(d, name, [*values[:-1], len(Y)]), check=False)
+    with pytest.raises(DataError, match=rf"split invalid: {re.escape(name)} has indices from -?\d+ to {len(Y)}"):
+        bad.check_disjoint(len(Y))
+    split.check_disjoint(len(Y))  # the untouched split is valid
