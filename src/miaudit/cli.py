@@ -11,12 +11,11 @@ import functools
 import inspect
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 from rich.console import Console
@@ -25,7 +24,11 @@ from rich.table import Table
 
 from miaudit.errors import ConfigError, MiauditError
 from miaudit.metrics import MIN_INTERVAL_VALUES
+from miaudit.studies.records import SummaryRow
 from miaudit.studies.schema import ATTACK_ORDER
+
+if TYPE_CHECKING:
+    from miaudit.studies.run import RunResult
 
 app = typer.Typer(
     name="miaudit",
@@ -131,12 +134,12 @@ def attack_table(result: dict[str, Any]) -> Table:
     return t
 
 
-def _interval_text(row: dict[str, Any], fmt: str = ".3f", sep: str = " ") -> str:
+def _interval_text(row: SummaryRow, fmt: str = ".3f", sep: str = " ") -> str:
     """``mean [low, high]`` of a summary row, or the mean alone without an interval (too few seeds)."""
-    mean, low, high = row["mean"], row.get("low"), row.get("high")
-    if low is None or high is None or not math.isfinite(low) or not math.isfinite(high) or low == high:
-        return f"{mean:{fmt}}"
-    return f"{mean:{fmt}}{sep}[{low:{fmt}}, {high:{fmt}}]"
+    ci = row.interval
+    if not ci.has_ci or ci.low == ci.high:
+        return f"{ci.mean:{fmt}}"
+    return f"{ci.mean:{fmt}}{sep}[{ci.low:{fmt}}, {ci.high:{fmt}}]"
 
 
 #: columns of the comparison table: header, summary metric, format
@@ -153,15 +156,15 @@ _COMPARE_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def compare_table(summary: list[dict[str, Any]], *, seeds: list[int]) -> Table:
+def compare_table(summary: list[SummaryRow], *, seeds: list[int]) -> Table:
     """One row per attack of a comparison's summary rows: the mean over seeds above its 95% interval."""
-    by_attack: dict[str, dict[str, dict[str, Any]]] = {}
+    by_attack: dict[str, dict[str, SummaryRow]] = {}
     for r in summary:
-        by_attack.setdefault(str(r["attack"]), {})[str(r["metric"])] = r
+        by_attack.setdefault(r.attack, {})[r.metric] = r
     first = next(iter(by_attack.values()))
     title = (
-        f"{len(by_attack)} attacks on the same targets ({first['auc']['target_size']} members, "
-        f"{first['auc']['arch']} network), {len(seeds)} seed{'s' if len(seeds) != 1 else ''}: mean"
+        f"{len(by_attack)} attacks on the same targets ({first['auc'].target_size} members, "
+        f"{first['auc'].arch} network), {len(seeds)} seed{'s' if len(seeds) != 1 else ''}: mean"
         + (" and [95% interval]" if len(seeds) >= MIN_INTERVAL_VALUES else " (too few seeds for an interval)")
     )
     caption = (
@@ -492,29 +495,25 @@ def _print_timings(manifest: dict[str, Any]) -> None:
     )
 
 
-def _print_reproduce_summary(result: Any) -> None:
+def _print_reproduce_summary(result: RunResult) -> None:
     summary, findings, manifest = result.summary, result.findings, result.manifest
     labels = {"attack": "attack", "attack_model": "attack model", "n_shadows": "shadows", "target_size": "target size",
               "classes": "classes", "arch": "target net", "shadow_arch": "shadow net"}  # fmt: skip
+    index = {(r.setting_id, r.metric): r for r in summary}
     for sid, info in manifest["studies"].items():
-        rows = [r for r in summary if r["study"] == sid and r["metric"] == "accuracy"]
+        rows = [r for r in summary if r.study == sid and r.metric == "accuracy"]
         t = Table(title=f"Study {sid}: {info['title']} ({info['paper_ref']})", header_style="bold")
-        varying = [c for c in labels if len({r[c] for r in rows}) > 1] or ["n_shadows"]
+        varying = [c for c in labels if len({getattr(r, c) for r in rows}) > 1] or ["n_shadows"]
         for c in varying:
             t.add_column(labels[c])
-        t.add_column("accuracy [95% CI]", justify="right")
-        t.add_column("paper", justify="right")
-        t.add_column("AUC [95% CI]", justify="right")
-        t.add_column("TPR @ 0.1% FPR", justify="right")
-        other = {(r["setting_id"], r["metric"]): r for r in summary if r["study"] == sid}
+        for header in ("accuracy [95% CI]", "paper", "AUC [95% CI]", "TPR @ 0.1% FPR"):
+            t.add_column(header, justify="right")
         for r in rows:
-            paper = f"{float(r['paper']):.3f}" if r["paper"] is not None else ""
-            auc = other.get((r["setting_id"], "auc"))
-            tpr = other.get((r["setting_id"], "tpr_at_fpr_0.001"))
+            auc, tpr = index.get((r.setting_id, "auc")), index.get((r.setting_id, "tpr_at_fpr_0.001"))
             t.add_row(
-                *(str(r[c]) for c in varying),
+                *(str(getattr(r, c)) for c in varying),
                 _interval_text(r),
-                paper,
+                f"{r.paper:.3f}" if r.paper is not None else "",
                 _interval_text(auc) if auc else "",
                 _interval_text(tpr, ".4f") if tpr else "",
             )

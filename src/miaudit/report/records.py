@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from miaudit.errors import DataError
+from miaudit.studies.records import SETTING_COLUMNS, Interval, ResultRow, SettingValue, SummaryRow
 
 __all__ = [
     "KINDS",
@@ -36,8 +37,6 @@ __all__ = [
     "index_summary",
 ]
 
-#: Columns that describe a setting, in the order reports mention them.
-SETTING_COLUMNS = ("attack", "attack_model", "n_shadows", "target_size", "classes", "arch", "shadow_arch")
 #: Verdicts a finding may carry; "not supported" is the older name of an undecided verdict (format 1).
 VERDICTS = ("supported", "contradicted", "negligible", "inconclusive", "not supported")
 #: The commands that write a run directory.
@@ -45,8 +44,6 @@ KINDS = ("reproduce", "compare", "attack")
 STATUSES = ("running", "complete", "interrupted")
 RERUN = "rerun the command that wrote the run directory: it resumes from its cache and rewrites the file"
 
-#: The value of one setting column: text (``attack``, ``arch``...), a whole number, or None when empty.
-SettingValue = str | int | None
 
 
 class ReportError(DataError):
@@ -91,72 +88,6 @@ class Manifest:
 
 
 # --------------------------------------------------------------------------------- records
-@dataclass(frozen=True)
-class Interval:
-    """A metric across seeds: mean, 95% interval (NaN when there is none), sample std and count."""
-
-    mean: float
-    low: float = math.nan
-    high: float = math.nan
-    std: float = math.nan
-    n: int = 1
-
-    @property
-    def has_ci(self) -> bool:
-        """Whether ``low`` and ``high`` are both finite."""
-        return math.isfinite(self.low) and math.isfinite(self.high)
-
-
-@dataclass(frozen=True)
-class ResultRow:
-    """One row of ``results.csv``: one seed, setting and metric."""
-
-    study: str
-    setting_id: str
-    seed: int
-    attack: str
-    attack_model: str
-    n_shadows: int | None
-    target_size: int | None
-    classes: int | None
-    arch: str
-    shadow_arch: str
-    metric: str
-    value: float
-
-
-@dataclass(frozen=True)
-class SummaryRow:
-    """One row of ``summary.csv``: one setting and metric aggregated over seeds, with the paper's value."""
-
-    study: str
-    setting_id: str
-    attack: str
-    attack_model: str
-    n_shadows: int | None
-    target_size: int | None
-    classes: int | None
-    arch: str
-    shadow_arch: str
-    metric: str
-    mean: float
-    low: float
-    high: float
-    std: float
-    n: int
-    paper: float | None
-
-    @property
-    def interval(self) -> Interval:
-        """The aggregate as an :class:`Interval`."""
-        return Interval(self.mean, self.low, self.high, self.std, self.n)
-
-    def setting(self) -> dict[str, SettingValue]:
-        """The setting's descriptive columns, ``{"attack": ..., "attack_model": ..., ...}``."""
-        out: dict[str, SettingValue] = {name: getattr(self, name) for name in SETTING_COLUMNS}
-        return out
-
-
 @dataclass(frozen=True)
 class Finding:
     """One of the seed paper's findings with the verdict our data gives it.

@@ -9,6 +9,7 @@ shipped study files; ``compare`` is the study whose grid is the attack (:func:`c
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import os
@@ -27,6 +28,7 @@ from miaudit.errors import ConfigError
 from miaudit.studies.cache import Cache
 from miaudit.studies.experiment import Evaluation, Experiment, StageProgress
 from miaudit.studies.findings import compute_findings
+from miaudit.studies.records import ResultRow, SummaryRow
 from miaudit.studies.schema import DEFAULT_CACHE_ENV, RunSpec, Setting, StudyConfig, known_attacks, parse_config
 from miaudit.studies.store import (
     RESULT_COLUMNS,
@@ -166,8 +168,8 @@ class RunResult:
     out: Path
     manifest: dict[str, Any]
     evaluations: list[Evaluation]
-    rows: list[dict[str, Any]]
-    summary: list[dict[str, Any]]
+    rows: list[ResultRow]
+    summary: list[SummaryRow]
     findings: list[dict[str, Any]]
 
 
@@ -225,14 +227,14 @@ def run_studies(
         )
         write_json(out / "manifest.json", manifest)
         raise
-    rows: list[dict[str, Any]] = []
+    rows: list[ResultRow] = []
     scores: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
     for ev in evaluations:
         n_classes = experiment.view(ev.setting.dataset, ev.setting.classes).n_classes
         rows.extend(result_rows(ev, n_classes=n_classes))
         scores[ev.setting.setting_id][ev.seed] = (ev.member_scores, ev.nonmember_scores)
     summary = summarize(rows)
-    findings = compute_findings(rows)
+    findings = compute_findings(dataclasses.asdict(r) for r in rows)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)
     write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
     write_scores(out / "scores", scores)

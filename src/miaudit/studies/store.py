@@ -7,6 +7,7 @@ and ``miaudit report`` reads it. Every file is written atomically (temporary fil
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -21,13 +22,14 @@ from miaudit._io import atomic_path, atomic_write_text
 from miaudit.metrics import mean_ci, metric_bounds
 from miaudit.studies.experiment import Evaluation
 from miaudit.studies.paper import paper_value
+from miaudit.studies.records import SETTING_COLUMNS as DESCRIBING_COLUMNS
+from miaudit.studies.records import ResultRow, SummaryRow
 
 __all__ = [
     "RESULT_COLUMNS",
     "RUN_FORMAT",
     "SETTING_COLUMNS",
     "SUMMARY_COLUMNS",
-    "read_results",
     "result_rows",
     "summarize",
     "write_csv",
@@ -37,21 +39,10 @@ __all__ = [
 
 #: version of the run directory's format
 RUN_FORMAT = 2
-SETTING_COLUMNS = (
-    "study",
-    "setting_id",
-    "attack",
-    "attack_model",
-    "n_shadows",
-    "target_size",
-    "classes",
-    "arch",
-    "shadow_arch",
-)
+SETTING_COLUMNS = ("study", "setting_id", *DESCRIBING_COLUMNS)
 RESULT_COLUMNS = (*SETTING_COLUMNS[:2], "seed", *SETTING_COLUMNS[2:], "metric", "value")
 SUMMARY_COLUMNS = (*SETTING_COLUMNS, "metric", "mean", "low", "high", "std", "n", "paper")
 METRICS = ("accuracy", "precision", "recall", "balanced_accuracy", "advantage", "auc")
-_INT_COLUMNS = ("n_shadows", "target_size", "classes")
 
 
 def write_json(path: Path, record: Any) -> None:
@@ -70,12 +61,14 @@ def _clean(o: Any) -> Any:
     return o
 
 
-def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
+def write_csv(path: Path, rows: Iterable[ResultRow | SummaryRow | Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Rows (records or mappings) as CSV with ``columns``; None and non-finite numbers as empty cells."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: _cell(r.get(k)) for k in columns})
+        d = dataclasses.asdict(r) if isinstance(r, ResultRow | SummaryRow) else dict(r)
+        w.writerow({k: _cell(d.get(k)) for k in columns})
     atomic_write_text(path, buf.getvalue())
 
 
@@ -87,25 +80,13 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def result_rows(ev: Evaluation, *, n_classes: int) -> list[dict[str, Any]]:
+def result_rows(ev: Evaluation, *, n_classes: int) -> list[ResultRow]:
     """The tidy rows of one evaluation: one per metric.
 
     ``n_classes`` is the number of classes of the setting's data view (a setting's ``classes`` may be
     None, meaning all).
     """
     st = ev.setting
-    base = {
-        "study": st.study,
-        "setting_id": st.setting_id,
-        "seed": ev.seed,
-        "attack": st.attack,
-        "attack_model": st.attack_model,
-        "n_shadows": st.n_shadows,
-        "target_size": st.target_size,
-        "classes": n_classes,
-        "arch": st.arch,
-        "shadow_arch": st.attacker_arch,
-    }
     m = ev.metrics
     values: dict[str, float] = {k: float(m[k]) for k in METRICS}
     values.update({f"tpr_at_fpr_{k}": float(v) for k, v in m["tpr_at_fpr"].items()})
@@ -116,7 +97,23 @@ def result_rows(ev: Evaluation, *, n_classes: int) -> list[dict[str, Any]]:
     values["generalization_gap"] = ev.target.generalization_gap
     values["queries"] = float(ev.queries)
     values["attack_time_s"] = ev.attack_time_s
-    return [{**base, "metric": k, "value": v} for k, v in values.items()]
+    return [
+        ResultRow(
+            study=st.study,
+            setting_id=st.setting_id,
+            seed=ev.seed,
+            attack=st.attack,
+            attack_model=st.attack_model,
+            n_shadows=st.n_shadows,
+            target_size=st.target_size,
+            classes=n_classes,
+            arch=st.arch,
+            shadow_arch=st.attacker_arch,
+            metric=k,
+            value=v,
+        )
+        for k, v in values.items()
+    ]
 
 
 def _bounds(metric: str) -> tuple[float, float] | None:
@@ -126,46 +123,44 @@ def _bounds(metric: str) -> tuple[float, float] | None:
     return metric_bounds("accuracy" if metric in ("target_train_accuracy", "target_test_accuracy") else metric)
 
 
-def summarize(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def summarize(rows: Iterable[ResultRow]) -> list[SummaryRow]:
     """Aggregate tidy rows over seeds: mean and 95% interval per setting and metric, the paper's value beside.
 
     Intervals follow :func:`~miaudit.metrics.mean_ci`: none below its minimum number of seeds, and never
     outside the metric's range.
     """
     groups: dict[tuple[Any, ...], list[float]] = defaultdict(list)
-    first: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+    first: dict[tuple[Any, ...], ResultRow] = {}
     for r in rows:
-        key = (*(r[c] for c in SETTING_COLUMNS), r["metric"])
-        groups[key].append(float(r["value"]))
+        key = (*(getattr(r, c) for c in SETTING_COLUMNS), r.metric)
+        groups[key].append(float(r.value))
         first.setdefault(key, r)
     out = []
     for key, values in groups.items():
         r = first[key]
-        ci = mean_ci(values, bounds=_bounds(str(r["metric"])))
-        paper = (
-            paper_value(
-                str(r["study"]),
-                metric=str(r["metric"]),
-                attack_model=str(r["attack_model"]),
-                n_shadows=int(r["n_shadows"]),
-                target_size=int(r["target_size"]),
-                classes=int(r["classes"]),
-                arch=str(r["arch"]),
+        ci = mean_ci(values, bounds=_bounds(r.metric))
+        paper = None
+        if r.attack == "shokri" and r.n_shadows is not None and r.target_size is not None and r.classes is not None:
+            paper = paper_value(
+                r.study,
+                metric=r.metric,
+                attack_model=r.attack_model,
+                n_shadows=r.n_shadows,
+                target_size=r.target_size,
+                classes=r.classes,
+                arch=r.arch,
             )
-            if r["attack"] == "shokri"
-            else None
-        )
         out.append(
-            {
-                **{c: r[c] for c in SETTING_COLUMNS},
-                "metric": r["metric"],
-                "mean": ci["mean"],
-                "low": ci["low"],
-                "high": ci["high"],
-                "std": ci["std"],
-                "n": ci["n"],
-                "paper": paper,
-            }
+            SummaryRow(
+                **{c: getattr(r, c) for c in SETTING_COLUMNS},
+                metric=r.metric,
+                mean=float(ci["mean"]),
+                low=float(ci["low"]),
+                high=float(ci["high"]),
+                std=float(ci["std"]),
+                n=int(ci["n"]),
+                paper=paper,
+            )
         )
     return out
 
@@ -180,16 +175,3 @@ def write_scores(directory: Path, scores: Mapping[str, Mapping[int, tuple[np.nda
             arrays[f"nonmember_seed{seed}"] = np.asarray(nonmember, dtype=np.float64)
         with atomic_path(directory / f"{setting_id}.npz") as tmp, tmp.open("wb") as f:
             np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
-
-
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """Read a results.csv back (numbers as numbers)."""
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        r["seed"] = int(r["seed"])
-        r["value"] = float(r["value"])
-        r.setdefault("attack", "shokri")
-        for c in _INT_COLUMNS:
-            r[c] = int(r[c])
-    return rows
