@@ -242,11 +242,6 @@ def test_fashion_mnist_memo_notices_a_rewritten_file(raw_fmnist: Path) -> None:
         load_dataset("fashion-mnist", data_dir=raw_fmnist)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: the Fashion-MNIST memo (fashion_mnist._stat_key) keys files by path, size and mtime "
-    "only, so a same-size rewrite that keeps the mtime (cp -p, rsync -t, tar x) returns the old arrays",
-)
 def test_fashion_mnist_memo_notices_a_rewrite_that_keeps_the_mtime(raw_fmnist: Path) -> None:
     from miaudit.data import fashion_mnist as fm
 

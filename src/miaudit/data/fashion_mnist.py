@@ -222,16 +222,21 @@ def locate_fashion_mnist(data_dir: str | Path | None = None) -> Path:
 # Checksums
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
 
 
-def _stat_key(path: Path) -> tuple[str, int, int]:
+def _stat_key(path: Path) -> tuple[str, int, int, int, int]:
+    """What identifies a file's contents without reading them: path, size, mtime, and the inode and ctime.
+
+    A rewrite that keeps the size and restores the mtime (``cp -p``, ``rsync -t``, ``tar x``) still
+    changes the ctime (the kernel sets it on every write and on the mtime's restoring) or the inode.
+    """
     st = path.stat()
-    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def _sha256_decompressed(path: Path) -> str:
-    """sha256 of the decompressed bytes of ``path``, streamed; memoised by (path, size, mtime)."""
+    """sha256 of the decompressed bytes of ``path``, streamed; memoised by :func:`_stat_key`."""
     key = _stat_key(path)
     if key in _DIGESTS:
         return _DIGESTS[key]
@@ -295,18 +300,18 @@ def load_fashion_mnist(data_dir: str | Path | None = None, *, verify: bool = Tru
 @functools.lru_cache(maxsize=1)  # one pooled copy is about 220 MB
 def _load_cached(
     directory: str,
-    files: tuple[tuple[str, str, int, int], ...],
+    files: tuple[tuple[str, str, int, int, int, int], ...],
     verify: bool,
     expected: tuple[tuple[tuple[str, str], ...], tuple[tuple[str, tuple[int, ...]], ...]],
 ) -> Dataset:
     sha256, shapes = dict(expected[0]), dict(expected[1])
     arrays: dict[str, np.ndarray] = {}
-    for name, path_str, size, mtime_ns in files:
+    for name, path_str, size, mtime_ns, inode, ctime_ns in files:
         path = Path(path_str)
         raw = read_decompressed(path, hint=_FIX_CORRUPT)
         if verify:
             actual = hashlib.sha256(raw).hexdigest()
-            _DIGESTS[(path_str, size, mtime_ns)] = actual
+            _DIGESTS[(path_str, size, mtime_ns, inode, ctime_ns)] = actual
             if actual != sha256[name]:
                 raise _checksum_error(path, name, actual, expected=sha256[name])
         array = parse_idx(raw, source=path_str, hint=_FIX_CORRUPT)
