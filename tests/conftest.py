@@ -41,6 +41,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped in CI (CI=true) for something missing: {reason}\n{_INSTALL_HINT}"
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's cache of trained models: each gets a fresh one by default."""
+    monkeypatch.setenv("MIAUDIT_CACHE_DIR", str(tmp_path_factory.mktemp("default-cache")))
+
+
 @pytest.fixture(scope="session")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn digits: X float32 (1797, 64) in [0, 1], y int64."""

@@ -158,7 +158,7 @@ def lira_offline(evaluation: Evaluation) -> dict[bool, tuple[LiRAOfflineAttack, 
 def test_loss_attack_beats_the_label_only_gap_attack(evaluation, baselines, shadows) -> None:
     attack = create_attack("loss").fit_shadow_data(shadows.first(2))
     assert attack.per_class_ is False
-    scores = attack.scores_from_probs(evaluation.P, evaluation.y)
+    scores = attack.score_outputs(evaluation.P, evaluation.y)
     got, loss, gap = numbers(scores), numbers(baselines["loss"]), numbers(baselines["gap"])
     # a global threshold only shifts the signal: the ranking is numpy's loss ranking
     assert abs(got.auc - loss.auc) < 1e-3, (got, loss)
@@ -182,8 +182,8 @@ def test_per_class_thresholds_beat_one_global_threshold(evaluation, shadows, nam
     single = create_attack(name, per_class=False).fit_shadow_data(data)
     assert per_class.per_class_ and not single.per_class_
     assert len(np.unique(per_class.thresholds_)) == 10 and len(np.unique(single.thresholds_)) == 1
-    s_pc = per_class.scores_from_probs(evaluation.P, evaluation.y)
-    s_g = single.scores_from_probs(evaluation.P, evaluation.y)
+    s_pc = per_class.score_outputs(evaluation.P, evaluation.y)
+    s_g = single.score_outputs(evaluation.P, evaluation.y)
     pc, g = numbers(s_pc), numbers(s_g)
     assert_beats(f"{name} per class", pc, f"{name} global", g, auc_by=PER_CLASS_MARGIN[name])
     assert abs(pc.null_auc - 0.5) < 0.08 and abs(g.null_auc - 0.5) < 0.08
@@ -196,9 +196,9 @@ def test_per_class_thresholds_beat_one_global_threshold(evaluation, shadows, nam
 # ------------------------------------------------------------------------------------------- Shokri
 def test_shokri_beats_the_threshold_attacks(evaluation, baselines, shadows) -> None:
     attack = ShadowModelAttack(seed=0).fit_shadow_data(shadows)  # linear SVM on the rich features, global
-    got = numbers(attack.scores_from_probs(evaluation.P, evaluation.y))
+    got = numbers(attack.score_outputs(evaluation.P, evaluation.y))
     confidence = create_attack("confidence").fit_shadow_data(shadows.first(2))  # per-class thresholds
-    conf = numbers(confidence.scores_from_probs(evaluation.P, evaluation.y))
+    conf = numbers(confidence.score_outputs(evaluation.P, evaluation.y))
     assert_beats("Shokri", got, "loss", numbers(baselines["loss"]), auc_by=0.03)  # measured gap 0.05
     assert_beats("Shokri", got, "confidence per class", conf, auc_by=0.02)  # measured gap 0.04
     assert abs(got.null_auc - 0.5) < 0.08
@@ -209,7 +209,7 @@ def test_shokri_per_class_models_beat_one_model_on_raw_vectors(evaluation, shado
     scores = {
         pc: ShadowModelAttack(attack_model="lr", features="raw", per_class=pc, seed=0)
         .fit_shadow_data(shadows)
-        .scores_from_probs(evaluation.P, evaluation.y)
+        .score_outputs(evaluation.P, evaluation.y)
         for pc in (False, True)
     }
     pc, single = numbers(scores[True]), numbers(scores[False])
@@ -223,7 +223,7 @@ def test_shokri_true_label_feature_ranks_like_the_loss(evaluation, baselines, sh
     Built from the predicted class instead, it would rank like the top-1 probability, 0.016 lower.
     """
     attack = ShadowModelAttack(attack_model="lr", features="true-label", seed=0).fit_shadow_data(shadows)
-    got = numbers(attack.scores_from_probs(evaluation.P, evaluation.y))
+    got = numbers(attack.score_outputs(evaluation.P, evaluation.y))
     loss, top1 = numbers(baselines["loss"]), numbers(baselines["top-1 probability"])
     assert abs(got.auc - loss.auc) < 1e-3
     assert abs(loss.auc - top1.auc) > 0.01  # so the check above tells the two features apart

@@ -40,16 +40,16 @@ def test_attack_network_learns_a_known_signal_reproducibly() -> None:
     train, test = _shadow_data(2000, 0), _shadow_data(1000, 1)
     attack = MLLeaksAttack(seed=0).fit_shadow_data(train)
     assert attack.n_training_records_ < 2000  # undersampled to balance 60% members
-    s = attack.scores_from_probs(test.probs, test.labels)
+    s = attack.score_outputs(test.probs, test.labels)
     assert auc(test.is_member, s) > 0.8
     assert 0.25 < np.mean(s >= attack.threshold_) < 0.75  # balanced: not all one side
     # the score is the network's log-odds: sigmoid(score) is its predicted member probability
     F = top_k_probabilities(test.probs, 3)
     np.testing.assert_allclose(1 / (1 + np.exp(-s)), attack.attack_model_.predict_proba(F)[:, 1], rtol=1e-6)
     again = MLLeaksAttack(seed=0).fit_shadow_data(train)
-    np.testing.assert_array_equal(s, again.scores_from_probs(test.probs, test.labels))
+    np.testing.assert_array_equal(s, again.score_outputs(test.probs, test.labels))
     other = MLLeaksAttack(seed=1).fit_shadow_data(train)
-    assert not np.array_equal(s, other.scores_from_probs(test.probs, test.labels))
+    assert not np.array_equal(s, other.score_outputs(test.probs, test.labels))
 
 
 def test_fit_on_digits_and_errors(digits) -> None:
@@ -68,7 +68,7 @@ def test_fit_on_digits_and_errors(digits) -> None:
     with pytest.raises(ConfigError, match="top_k must be a positive integer; got 0"):
         MLLeaksAttack(top_k=0).fit_shadow_data(_shadow_data(50, 0))
     with pytest.raises(DataError, match="outputs 3 classes but the shadow models had 10"):
-        attack.scores_from_probs(np.full((2, 3), 1 / 3), np.zeros(2, int))
+        attack.score_outputs(np.full((2, 3), 1 / 3), np.zeros(2, int))
     with pytest.raises(DataError, match="both members and non-members"):
         d = _shadow_data(50, 0)
         MLLeaksAttack().fit_shadow_data(ShadowData(d.probs, d.labels, np.zeros(50, bool), d.shadow_id))

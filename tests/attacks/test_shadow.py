@@ -72,14 +72,14 @@ def test_attack_models_learn_a_known_signal(attack_model: str, per_class: bool) 
     train = _synthetic_shadow_data(1500, 0)
     test = _synthetic_shadow_data(1000, 1)
     attack = ShadowModelAttack(attack_model=attack_model, per_class=per_class, seed=0).fit_shadow_data(train)
-    s = attack.scores_from_probs(test.probs, test.labels)
+    s = attack.score_outputs(test.probs, test.labels)
     # the two beta distributions overlap little: the true AUC is about 0.9
     assert auc(test.is_member, s) > 0.8
     # class weighting: decisions at threshold 0 are not all one class despite 60% members
     decided = s >= attack.threshold_
     assert 0.3 < decided.mean() < 0.8
     again = ShadowModelAttack(attack_model=attack_model, per_class=per_class, seed=0).fit_shadow_data(train)
-    np.testing.assert_array_equal(s, again.scores_from_probs(test.probs, test.labels))
+    np.testing.assert_array_equal(s, again.score_outputs(test.probs, test.labels))
 
 
 def test_shadow_data_first_and_errors() -> None:
@@ -115,7 +115,7 @@ def test_class_count_mismatch_is_reported() -> None:
     d = _synthetic_shadow_data(300, 0)
     attack = ShadowModelAttack(attack_model="lr").fit_shadow_data(d)
     with pytest.raises(DataError, match="outputs 4 classes but the shadow models had 3"):
-        attack.scores_from_probs(np.full((2, 4), 0.25), np.zeros(2, int))
+        attack.score_outputs(np.full((2, 4), 0.25), np.zeros(2, int))
 
 
 def test_true_label_features_use_the_true_label_not_the_prediction() -> None:
@@ -148,6 +148,6 @@ def test_per_class_attack_models_are_chosen_by_the_true_label() -> None:
     def routed(by: np.ndarray) -> np.ndarray:
         return np.array([classifier_scores(attack.attack_models_[int(c)], F[i : i + 1])[0] for i, c in enumerate(by)])
 
-    s = attack.scores_from_probs(P, y)
+    s = attack.score_outputs(P, y)
     np.testing.assert_allclose(s, routed(y), rtol=1e-10)
     assert not np.allclose(s, routed(predicted), rtol=1e-3)  # so routing by the prediction would be seen

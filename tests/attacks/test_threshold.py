@@ -58,9 +58,9 @@ def test_scores_are_the_signal_shifted_by_the_class_threshold(digits_shadows) ->
     attack = create_attack("modified-entropy").fit_shadow_data(digits_shadows)
     P, y = digits_shadows.probs[:50], digits_shadows.labels[:50]
     expected = membership_signal("modified-entropy", P, y) - attack.thresholds_[y]
-    np.testing.assert_allclose(attack.scores_from_probs(P, y), expected)
+    np.testing.assert_allclose(attack.score_outputs(P, y), expected)
     # calibrated on balanced accuracy: decisions at 0 are not all one class on the shadows
-    decided = attack.scores_from_probs(digits_shadows.probs, digits_shadows.labels) >= 0
+    decided = attack.score_outputs(digits_shadows.probs, digits_shadows.labels) >= 0
     assert 0.2 < decided.mean() < 0.8
 
 
@@ -112,7 +112,7 @@ def test_errors(digits, digits_shadows) -> None:
         membership_signal("x", np.full((1, 2), 0.5), np.zeros(1, int))
     fitted = create_attack("confidence").fit_shadow_data(digits_shadows)
     with pytest.raises(DataError, match="outputs 4 classes but the shadow models had 10"):
-        fitted.scores_from_probs(np.full((2, 4), 0.25), np.zeros(2, int))
+        fitted.score_outputs(np.full((2, 4), 0.25), np.zeros(2, int))
     only_members = ShadowData(
         digits_shadows.probs, digits_shadows.labels, np.ones(len(digits_shadows.labels), bool), digits_shadows.shadow_id
     )

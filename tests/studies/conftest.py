@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from miaudit.studies.schema import RunSpec, Setting
 
 TINY_CONFIGS = Path(__file__).parent / "configs_tiny"
@@ -27,8 +25,3 @@ def tiny(**fields) -> Setting:
 
 LOOP = RunSpec(engine="loop")
 
-
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path_factory, monkeypatch) -> None:
-    """No test reads or writes the user's cache."""
-    monkeypatch.setenv("MIAUDIT_CACHE_DIR", str(tmp_path_factory.mktemp("default-cache")))

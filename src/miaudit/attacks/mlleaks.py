@@ -185,6 +185,6 @@ class MLLeaksAttack(ShadowTrainedAttack):
         self.fitted_ = True
         return self
 
-    def _scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _score_outputs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Log-odds of "member" from the top-k probabilities."""
         return _mlp_log_odds(self.attack_model_, top_k_probabilities(P, self.top_k_))

@@ -190,10 +190,6 @@ class ShadowTrainedAttack(Attack):
     @abstractmethod
     def _fit_shadow_data(self, data: ShadowData) -> Self: ...
 
-    def scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Old name of :meth:`score_outputs`."""
-        return self.score_outputs(P, y)
-
     def score_outputs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Membership scores from probability vectors already obtained from the target (no queries).
 
@@ -213,10 +209,10 @@ class ShadowTrainedAttack(Attack):
                 f"the target outputs {P.shape[-1]} classes but the shadow models had {self.n_classes_}; "
                 "train the shadows with the target's number of classes"
             )
-        return self._scores_from_probs(P, np.asarray(y))
+        return self._score_outputs(P, np.asarray(y))
 
     @abstractmethod
-    def _scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray: ...
+    def _score_outputs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray: ...
 
     def _score(self, target: Target, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         P = target.predict_proba(X)
@@ -331,7 +327,7 @@ class ShadowModelAttack(ShadowTrainedAttack):
             keep.append(rng.choice(these, size=min(n, len(these)), replace=False))
         return np.sort(np.concatenate(keep))
 
-    def _scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _score_outputs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
         F = attack_features(P, y, features=self.features)
         s = classifier_scores(self.attack_models_[None], F)
         if self.per_class:

@@ -174,7 +174,7 @@ class ThresholdAttack(ShadowTrainedAttack):
         self.fitted_ = True
         return self
 
-    def _scores_from_probs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _score_outputs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The signal shifted by the class threshold: ``signal(P, y) - thresholds_[y]``."""
         return membership_signal(self.signal, P, y) - self.thresholds_[y]
 
