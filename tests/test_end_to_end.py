@@ -31,7 +31,8 @@ def test_quick_reproduce_writes_results_and_a_report(tmp_path: Path, fmnist_avai
     assert html.count("data:image/png;base64,") >= 10
     findings = json.loads((out / "findings.json").read_text())
     assert {f["id"] for f in findings} == {"F1", "F1b", "F2", "F3", "F4", "F5a", "F5b", "F6"}
-    assert all(f["verdict"] in {"supported", "not supported", "contradicted"} for f in findings)
+    assert all(f["verdict"] in {"supported", "contradicted", "negligible", "inconclusive"} for f in findings)
+    assert all(f["margin"] > 0 and "margin" in f["sentence"] for f in findings)
 
 
 def _env() -> dict[str, str]:
