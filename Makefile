@@ -3,9 +3,10 @@
 #   make test   installs everything, then runs the test suite
 VENV ?= .venv
 BENCH_ARGS ?=
+MUTATION_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test setup lint bench clean mutation
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
@@ -22,6 +23,11 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py $(BENCH_ARGS)
+
+# Mutation testing of the modules whose numbers users read (docs/mutation.md): about an hour on
+# 2 cores, so not part of CI. MUTATION_ARGS=--quick runs a few mutants per module in minutes.
+mutation: setup
+	$(BIN)/python scripts/mutation/run.py $(MUTATION_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,80 @@
+"""Attack details that mutation testing showed no test pinned: the attack classifiers' features stay finite at
+probabilities of exactly 0 and 1, and each subsample the shadow-model attack draws has its own stream."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+
+from miaudit.attacks import ShadowData, ShadowModelAttack, attack_features
+from miaudit.attacks import shadow as shadow_mod
+
+#: the clip of classifiers._EPS, as a person would compute the features by hand
+EPS = 1e-12
+
+
+def test_log_features_of_zero_probabilities_are_clipped_not_infinite() -> None:
+    P = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
+    F = attack_features(P, np.array([0, 1]), features="log-sorted")
+    assert np.isfinite(F).all()
+    np.testing.assert_allclose(F, [[0.0, math.log(EPS), math.log(EPS)], [math.log(0.5), math.log(0.5), math.log(EPS)]])
+
+
+def test_true_label_logit_of_a_certain_prediction_is_clipped_not_infinite() -> None:
+    P = np.array([[1.0, 0.0], [0.0, 1.0], [0.25, 0.75]])
+    F = attack_features(P, np.array([0, 0, 1]), features="true-label")
+    big = math.log(1 - EPS) - math.log1p(-(1 - EPS))  # about 27.6
+    small = math.log(EPS) - math.log1p(-EPS)  # about -27.6
+    np.testing.assert_allclose(F[:, 0], [big, small, math.log(3.0)], rtol=1e-9)
+    rich = attack_features(P, np.array([0, 0, 1]))
+    assert np.isfinite(rich).all() and rich.shape == (3, 2 + 2 + 1)
+
+
+def test_each_capped_training_set_is_drawn_from_its_own_stream(monkeypatch) -> None:
+    # every stochastic step gets its own derived seed: the global model's subsample and each class's
+    asked: list[tuple] = []
+    real = shadow_mod.make_rng
+
+    def recording(seed, *keys):
+        asked.append((seed, *keys))
+        return real(seed, *keys)
+
+    monkeypatch.setattr(shadow_mod, "make_rng", recording)
+    rng = np.random.default_rng(0)
+    n = 300
+    labels = np.arange(n) % 3
+    member = rng.random(n) < 0.5
+    P = rng.dirichlet(np.ones(3), size=n)
+    data = ShadowData(P, labels, member, np.arange(n) % 2)
+    ShadowModelAttack(attack_model="lr", per_class=True, max_train_samples=60, seed=5).fit_shadow_data(data)
+    subsample = sorted((k for k in asked if "subsample" in k), key=str)
+    assert subsample == sorted([(5, "subsample", "all"), *((5, "subsample", c) for c in range(3))], key=str)
+
+
+def test_shadows_that_may_overlap_need_records_for_one_shadow_only() -> None:
+    from miaudit.attacks import draw_shadow_sets
+    from miaudit.errors import DataError
+
+    sets = draw_shadow_sets(100, n_shadows=9, train_size=30, test_size=20, seed=0, disjoint=False)
+    assert len(sets) == 9
+    for train, held_out in sets:
+        assert len(train) == 30 and len(held_out) == 20 and not set(train) & set(held_out)
+    with pytest.raises(DataError, match=r"1 shadow models x \(30 train \+ 80 held-out\) = 110 records"):
+        draw_shadow_sets(100, n_shadows=9, train_size=30, test_size=80, seed=0, disjoint=False)
+
+
+def test_ml_leaks_reports_an_attack_network_stopped_before_converging(caplog: pytest.LogCaptureFixture) -> None:
+    from miaudit.attacks import create_attack
+
+    rng = np.random.default_rng(2)
+    n = 200
+    P = rng.dirichlet(np.ones(4), size=n)
+    data = ShadowData(P, rng.integers(0, 4, n), rng.random(n) < 0.5, np.zeros(n, int))
+    attack = create_attack("ml-leaks", max_iter=1, hidden=4, seed=0)
+    with caplog.at_level(logging.INFO, logger="miaudit.attacks.mlleaks"):
+        attack.fit_shadow_data(data)
+    assert "stopped at max_iter=1 before converging" in caplog.text
+    assert np.isfinite(attack.score_outputs(P, data.labels)).all()

@@ -1,0 +1,75 @@
+"""Cache-key details that mutation testing showed no test pinned: the JSON fallback of key_hash, the stored
+key's values, the in-memory memo of models read from disk, and progress across training chunks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from miaudit.studies import cache as cache_mod
+from miaudit.studies.cache import Cache, CachingTrainer, key_hash, train_key
+from miaudit.training.specs import ModelSpec, TrainSpec
+from miaudit.training.trainer import train_models
+
+RNG = np.random.default_rng(1)
+X = RNG.random((60, 5), dtype=np.float32)
+Y = np.arange(60) % 3
+SPEC = ModelSpec(n_features=5, n_classes=3, hidden=(8,), name="a")
+TRAIN = TrainSpec(epochs=1, batch_size=16, engine="loop")
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.trained: list[int] = []
+
+    def __call__(self, X, y, sets, *, seeds, model, train, progress=None):
+        self.trained.append(len(sets))
+        return train_models(X, y, sets, seeds=seeds, model=model, train=train, progress=progress)
+
+
+def test_key_hash_reads_numpy_scalars_specs_and_pydantic_models_by_value() -> None:
+    from miaudit.studies.schema import RunSpec
+
+    assert key_hash({"n": np.int64(3), "f": np.float32(0.5), "b": np.bool_(True)}) == key_hash(
+        {"n": 3, "f": 0.5, "b": True}
+    )
+    assert key_hash({"spec": SPEC}) == key_hash({"spec": SPEC.to_dict()})
+    run = RunSpec(engine="loop")
+    assert key_hash({"run": run}) == key_hash({"run": run.model_dump()})
+    assert key_hash({"run": run}) != key_hash({"run": RunSpec(engine="batched").model_dump()})
+    with pytest.raises(TypeError, match="cannot hash a object"):
+        key_hash({"x": object()})
+
+
+def test_the_stored_key_names_the_engine_and_precision_that_run() -> None:
+    # keys are written to disk: their values are the recipe's own words, so existing caches stay valid
+    key = train_key(TrainSpec(engine="batched", precision="f32"))
+    assert (key["engine"], key["precision"]) == ("batched", "f32")
+    assert train_key(TrainSpec(engine="loop", precision="bf16"))["engine"] == "loop"
+    assert train_key(TrainSpec(engine="loop", precision="bf16"))["precision"] == "f32"
+
+
+def test_a_model_read_from_disk_is_kept_in_memory(tmp_path) -> None:
+    cache = Cache(tmp_path)
+    base = _Counting()
+    (first,) = CachingTrainer(cache, base=base)(X, Y, [np.arange(40)], seeds=[1], model=SPEC, train=TRAIN)
+    fresh = CachingTrainer(cache, base=base)
+    (a,) = fresh(X, Y, [np.arange(40)], seeds=[1], model=SPEC, train=TRAIN)  # from disk
+    (b,) = fresh(X, Y, [np.arange(40)], seeds=[1], model=SPEC, train=TRAIN)  # from memory
+    assert base.trained == [1]
+    assert b is a
+    assert fresh.n_trained == 0 and fresh.n_reused == 2
+    for w, v in zip(first.weights + first.biases, b.weights + b.biases, strict=True):
+        np.testing.assert_array_equal(w, v)
+
+
+def test_progress_counts_models_across_training_chunks(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache_mod, "TRAIN_CHUNK", 2)
+    base = _Counting()
+    calls: list[tuple[int, int]] = []
+    sets = [np.arange(k, k + 30) for k in range(3)]
+    CachingTrainer(Cache(tmp_path), base=base)(
+        X, Y, sets, seeds=[1, 2, 3], model=SPEC, train=TRAIN, progress=lambda d, t: calls.append((d, t))
+    )
+    assert base.trained == [2, 1]
+    assert calls == [(1, 3), (2, 3), (3, 3)]
