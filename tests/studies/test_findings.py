@@ -299,3 +299,26 @@ def test_margins_are_declared_per_finding() -> None:
 def test_missing_studies_are_left_out() -> None:
     assert compute_findings([]) == []
     assert np.isnan(verdict([math.inf, math.nan], direction=1, margin=0.01)["difference"])
+
+
+def test_network_comparisons_show_each_targets_accuracies_and_gap() -> None:
+    level = {"simple": 0.55, "dense": 0.63, "dropout": 0.57}
+    acc = {"simple": (0.94, 0.83), "dense": (0.99, 0.82), "dropout": (0.91, 0.83)}
+    rows = rows_from("5", {cell(n=n, a=a): [level[a] + 0.01 * s for s in range(3)] for n in (2, 3) for a in level})
+    for a, (train, test) in acc.items():
+        for s in range(3):
+            for metric, value in (("target_train_accuracy", train + 0.001 * s), ("target_test_accuracy", test)):
+                rows.append(dict(study="5", seed=s, attack_model="linear-svm", n_shadows=2, target_size=3000,
+                                 classes=10, arch=a, shadow_arch=a, metric=metric, value=value))  # fmt: skip
+    # another attack's targets do not count
+    rows.append(dict(study="5", seed=0, attack="loss", attack_model="linear-svm", n_shadows=2, target_size=3000,
+                     classes=10, arch="dense", shadow_arch="dense", metric="target_train_accuracy", value=0.0))  # fmt: skip
+    f5 = {f["id"]: f for f in compute_findings(rows)}
+    dense = f5["F5a"]["targets"]["dense"]
+    assert dense["train_accuracy"] == pytest.approx(0.991) and dense["test_accuracy"] == pytest.approx(0.82)
+    assert dense["gap"] == pytest.approx(0.171)
+    assert set(f5["F5a"]["targets"]) == {"dense", "simple"} and set(f5["F5b"]["targets"]) == {"dropout", "dense"}
+    assert f5["F5a"]["sentence"].endswith(
+        "targets' train/test accuracy (gap): dense 0.991/0.820 (0.171), simple 0.941/0.830 (0.111)"
+    )
+    assert "targets" not in one(size_rows([0.05, 0.06, 0.07]), "F3")

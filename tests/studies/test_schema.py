@@ -150,3 +150,29 @@ def test_shipped_studies_load_in_both_tiers() -> None:
         assert s.settings() and s.settings(quick=True)
     with pytest.raises(ConfigError, match="unknown study id"):
         load_studies(["42"])
+
+
+def test_an_axis_of_arms_sets_several_fields_together() -> None:
+    study = parse_config(
+        StudyConfig,
+        {"id": "9", "title": "t", "base": {"train": {"epochs": 10}},
+         "grid": {"target": [{"arch": "simple"}, {"arch": "dense", "train": {"epochs": 60}}], "n_shadows": [2, 3]},
+         "quick": {"grid": {"target": [{"arch": "dropout"}]}}},
+    )  # fmt: skip
+    got = [(s.arch, s.train.epochs, s.n_shadows) for s in study.settings()]
+    assert got == [("simple", 10, 2), ("simple", 10, 3), ("dense", 60, 2), ("dense", 60, 3)]
+    assert [(s.arch, s.train.epochs) for s in study.settings(quick=True)] == [("dropout", 10), ("dropout", 10)]
+    with pytest.raises(ConfigError, match="grid.target: colour is not a setting field"):
+        parse_config(StudyConfig, {"id": "9", "title": "t", "grid": {"target": [{"colour": 1}]}})
+    with pytest.raises(ConfigError, match="quick.grid.target must be a non-empty list"):
+        parse_config(StudyConfig, {"id": "9", "title": "t", "quick": {"grid": {"target": []}}})
+    with pytest.raises(ConfigError, match="an axis of arms needs a table of setting fields per value"):
+        parse_config(StudyConfig, {"id": "9", "title": "t", "grid": {"target": ["dense"]}})
+
+
+def test_the_shipped_overfitting_study_trains_dense_longer_than_simple() -> None:
+    (study5,) = load_studies(["5"])
+    epochs = {s.arch: s.train.epochs for s in study5.settings()}
+    assert epochs == {"simple": 30, "dense": 60, "dropout": 60}
+    quick = {s.arch: s.train.epochs for s in study5.settings(quick=True)}
+    assert quick["dense"] > quick["simple"] and quick["dense"] == quick["dropout"]

@@ -339,6 +339,26 @@ def _sentence(f: PaperFinding, v: Mapping[str, Any]) -> str:
     return f"{f.claim}: {v['verdict']} ({body})"
 
 
+#: findings that compare target networks: their records show each network's accuracies beside the verdict
+_TARGET_ARMS = {"F5a": ("dense", "simple"), "F5b": ("dropout", "dense")}
+
+
+def _target_accuracies(rows: list[Row], study: str, arches: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Mean train and test accuracy (and their gap) of each target network of a study, over seeds and settings."""
+    values: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        mine = str(r["study"]) == study and _attack(r) == PAPER_ATTACK and r["arch"] in arches
+        if mine and r["metric"] in ("target_train_accuracy", "target_test_accuracy"):
+            values[(str(r["arch"]), str(r["metric"]))].append(float(r["value"]))
+    out = {}
+    for arch in arches:
+        train, test = values.get((arch, "target_train_accuracy")), values.get((arch, "target_test_accuracy"))
+        if train and test:
+            tr, te = float(np.mean(train)), float(np.mean(test))
+            out[arch] = {"train_accuracy": tr, "test_accuracy": te, "gap": tr - te}
+    return out
+
+
 def compute_findings(rows: Iterable[Row]) -> list[dict[str, Any]]:
     """The paper's findings (:data:`~miaudit.studies.paper.FINDINGS`) with verdicts from tidy result rows.
 
@@ -355,6 +375,8 @@ def compute_findings(rows: Iterable[Row]) -> list[dict[str, Any]]:
         One record per finding whose study ran, in :data:`FINDINGS` order: ``id, study, claim,
         paper_ref, metric, comparison, direction`` and :func:`verdict`'s keys for attack accuracy,
         ``sentence``, and ``auc``: the verdict of the same comparison on AUC (None without AUC rows).
+        Findings that compare target networks (F5a, F5b) add ``targets``: each network's mean train and
+        test accuracy and their gap, also stated at the end of the sentence.
     """
     rows = list(rows)
     acc, auc = _index(rows, "accuracy"), _index(rows, "auc")
@@ -369,6 +391,16 @@ def compute_findings(rows: Iterable[Row]) -> list[dict[str, Any]]:
         v = verdict(diffs.values(), direction=f.direction, margin=f.margin)
         auc_got = _finding_diffs(auc.get(f.study, []), f.id)
         v_auc = verdict(auc_got[0].values(), direction=f.direction, margin=f.margin) if auc_got else None
+        sentence = _sentence(f, v)
+        record: dict[str, Any] = {}
+        if f.id in _TARGET_ARMS:
+            targets = _target_accuracies(rows, f.study, _TARGET_ARMS[f.id])
+            record["targets"] = targets
+            if targets:
+                sentence += "; targets' train/test accuracy (gap): " + ", ".join(
+                    f"{arch} {t['train_accuracy']:.3f}/{t['test_accuracy']:.3f} ({t['gap']:.3f})"
+                    for arch, t in targets.items()
+                )
         out.append(
             {
                 **f.as_record(),
@@ -377,7 +409,8 @@ def compute_findings(rows: Iterable[Row]) -> list[dict[str, Any]]:
                 "direction": f.direction,
                 **v,
                 "auc": v_auc,
-                "sentence": _sentence(f, v),
+                "sentence": sentence,
+                **record,
             }
         )
     return out
