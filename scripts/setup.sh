@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything miaudit needs on a fresh machine; safe to run again (it skips what is there).
 #   - a virtual environment in .venv (override with VENV=...)
-#   - torch 2.13.0 first (the CPU build), then the project and its dev tools, constrained to that torch
+#   - torch 2.13.0 first (the CPU build), then the project, its dev tools and Dask (EXTRAS, default dev,dask:
+#     --workers/--scheduler train on a Dask cluster), constrained to that torch
 #   - the Fashion-MNIST files from Debian's package dataset-fashion-mnist, where missing
 #   - Debian's chromium (the report's browser test), where /usr/bin/chromium is missing
 #   - gcc (the training engine's compiled Adam step), where no C compiler is found; then builds it
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-dev}
+EXTRAS=${EXTRAS:-dev,dask}
 
 log() { printf '[setup] %s\n' "$*"; }
 

@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -180,6 +181,17 @@ def compare_table(summary: list[SummaryRow], *, seeds: list[int]) -> Table:
     return t
 
 
+# Where models train, shared by attack, compare and reproduce (docs/cluster.md)
+_SCHEDULER_OPTION = typer.Option(
+    None,
+    envvar="MIAUDIT_SCHEDULER",
+    help="Train on a running Dask cluster: its scheduler's address, e.g. tcp://HOST:8786 (docs/cluster.md).",
+)
+_WORKERS_OPTION = typer.Option(
+    None, help="Train on a local Dask cluster of N worker processes (one thread each, on 127.0.0.1)."
+)
+
+
 # The options of a setting, declared once: ``attack`` and ``compare`` take all of them (setting fields, the
 # training recipe and the run's engine, precision and data folder). Allowed values come from the registries.
 def _setting_options() -> dict[str, tuple[Any, Any]]:
@@ -230,6 +242,8 @@ def _setting_options() -> dict[str, tuple[Any, Any]]:
         ),
         "engine": (str, typer.Option("auto", help=f"Training engine: {one_of(ENGINES)}.")),
         "precision": (str, typer.Option("auto", help=f"Training precision: {one_of(PRECISIONS)}.")),
+        "scheduler": (str | None, _SCHEDULER_OPTION),
+        "workers": (int | None, _WORKERS_OPTION),
         "cache_dir": (
             Path | None,
             typer.Option(None, envvar="MIAUDIT_CACHE_DIR", help="Cache of trained models (default: the user cache)."),
@@ -240,7 +254,7 @@ def _setting_options() -> dict[str, tuple[Any, Any]]:
 _SETTING_OPTIONS = _setting_options()
 _RENAMED = {"shadows": "n_shadows", "refs": "n_refs"}
 _RECIPE = ("epochs", "batch_size", "lr", "weight_decay")
-_RUN = ("data_dir", "engine", "precision", "cache_dir")
+_RUN = ("data_dir", "engine", "precision", "scheduler", "workers", "cache_dir")
 
 
 def with_setting_options(func: Callable[..., None]) -> Callable[..., None]:
@@ -446,6 +460,8 @@ def reproduce(
     data_dir: Path | None = typer.Option(None, envvar="MIAUDIT_DATA_DIR", help="Folder with the dataset files."),
     engine: str = typer.Option("auto", help="Training engine: auto | batched | loop."),
     precision: str = typer.Option("auto", help="Training precision: auto | f32 | bf16."),
+    scheduler: str | None = _SCHEDULER_OPTION,
+    workers: int | None = _WORKERS_OPTION,
     report: bool = typer.Option(True, help="Write the HTML and Markdown report at the end."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details."),
 ) -> None:
@@ -461,7 +477,14 @@ def reproduce(
         loaded = load_studies(ids, config_dir=config_dir)
         run = parse_config(
             RunSpec,
-            {"seeds": seeds, "engine": engine, "precision": precision, "data_dir": str(data_dir) if data_dir else None},
+            {
+                "seeds": seeds,
+                "engine": engine,
+                "precision": precision,
+                "data_dir": str(data_dir) if data_dir else None,
+                "scheduler": scheduler,
+                "workers": workers,
+            },
         )
         with ProgressPrinter() as progress:
             result = run_studies(
@@ -712,6 +735,9 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    # Dask's own INFO lines (workers joining and leaving) would reach the handler above; keep them for -v
+    if not verbose:
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
 def main() -> None:

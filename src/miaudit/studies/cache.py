@@ -194,6 +194,10 @@ class CachingTrainer:
         None: nothing is stored (models are still shared within this trainer's lifetime).
     base : callable, default train_models
         What trains the missing models.
+    chunk_size : int or callable, optional
+        Models per call of ``base`` (default :data:`TRAIN_CHUNK`), each call's models written to the cache
+        when it returns (the checkpoint an interrupted run resumes from). A callable is asked when there
+        is something to train (a cluster's size is known once it is connected).
     """
 
     def __init__(
@@ -202,13 +206,27 @@ class CachingTrainer:
         *,
         base: Callable[..., list[MLPParams]] = train_models,
         on_train: Callable[[int, float], None] | None = None,
+        chunk_size: int | Callable[[], int] | None = None,
     ) -> None:
+        if not (chunk_size is None or callable(chunk_size)) and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size must be a positive integer or a callable returning one; got {chunk_size!r}")
         self.cache = cache
         self.base = base
         self.on_train = on_train
+        self.chunk_size = chunk_size
         self.n_trained = 0
         self.n_reused = 0
         self._memo: OrderedDict[str, MLPParams] = OrderedDict()
+
+    def _per_call(self) -> int:
+        if self.chunk_size is None:
+            return TRAIN_CHUNK
+        n = self.chunk_size() if callable(self.chunk_size) else self.chunk_size
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"chunk_size must give a positive integer; got {n!r}")
+        return n
 
     def _lookup(self, name: str, key: dict[str, Any], spec: ModelSpec) -> MLPParams | None:
         if name in self._memo:
@@ -260,8 +278,9 @@ class CachingTrainer:
                 out[name] = found
         self.n_reused += len(out)
         todo = list(missing.items())
-        for start in range(0, len(todo), TRAIN_CHUNK):
-            chunk = todo[start : start + TRAIN_CHUNK]
+        per_call = self._per_call() if todo else 1
+        for start in range(0, len(todo), per_call):
+            chunk = todo[start : start + per_call]
             t0 = time.perf_counter()
             done_before = start
 

@@ -30,6 +30,7 @@ the attack's first training call) and trains all of them together, in large batc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -45,11 +46,14 @@ from miaudit.data import Dataset, load_dataset, make_split
 from miaudit.errors import DataError
 from miaudit.metrics import FPR_LEVELS, membership_metrics
 from miaudit.seeding import derive_seed, make_rng
-from miaudit.studies.cache import Cache, CachingTrainer, array_digest, key_hash, model_key, train_key
+from miaudit.studies.cache import TRAIN_CHUNK, Cache, CachingTrainer, array_digest, key_hash, model_key, train_key
 from miaudit.studies.schema import RunSpec, Setting
 from miaudit.targets.local import LocalTarget
+from miaudit.training.distributed import executor_for
+from miaudit.training.engine.planning import MAX_CHUNK
 from miaudit.training.networks import MLPParams
 from miaudit.training.specs import ModelSpec, TrainSpec
+from miaudit.training.trainer import train_models
 
 __all__ = [
     "EVAL_KEY_VERSION",
@@ -229,7 +233,9 @@ class Experiment:
     Parameters
     ----------
     run : RunSpec
-        Engine, precision and data folder (seeds are passed to :meth:`run`).
+        Engine, precision, data folder and where models train (in process, or on the Dask cluster of
+        ``run.scheduler`` / ``run.workers``, connected on the first model to train and closed when
+        :meth:`run` returns); seeds are passed to :meth:`run`.
     cache : Cache or None
         Where trained models and evaluations are kept; None keeps nothing beyond this object.
     progress : callable, optional
@@ -241,7 +247,13 @@ class Experiment:
         self.cache = cache
         self.progress = progress
         self.stats = RunStats()
-        self.trainer = CachingTrainer(cache, on_train=self._trained)
+        # a Dask cluster when the run names one (connected on the first model to train), else in process
+        self.executor = executor_for(self.run_spec.scheduler, self.run_spec.workers)
+        if self.executor is None:
+            self.trainer = CachingTrainer(cache, on_train=self._trained)
+        else:
+            base = functools.partial(train_models, executor=self.executor)
+            self.trainer = CachingTrainer(cache, base=base, on_train=self._trained, chunk_size=self._models_per_call)
         self._views: dict[tuple[str, int | None], Dataset] = {}
         self._splits: dict[tuple[str, int | None, int], Split] = {}
         self._populations: OrderedDict[tuple[str, int | None, int], tuple[np.ndarray, np.ndarray, str]] = OrderedDict()
@@ -379,6 +391,16 @@ class Experiment:
             "knowledge": {"population": population, "model": attacker, "train": train_key(self.train_spec(st))},
             "records": array_digest(ds.X[evaluated], ds.y[evaluated]),
         }
+
+    def _models_per_call(self) -> int:
+        """On a cluster, models per engine call and cache checkpoint: a full chunk for every worker."""
+        n_workers = self.executor.n_workers if self.executor is not None else 1
+        return max(TRAIN_CHUNK, MAX_CHUNK * n_workers)
+
+    def close(self) -> None:
+        """Disconnect from the run's Dask cluster (stopping it if the run started it); a later run reconnects."""
+        if self.executor is not None:
+            self.executor.close()
 
     def _trained(self, n_models: int, seconds: float) -> None:
         self.stats.models_trained += n_models
@@ -519,14 +541,16 @@ class Experiment:
         out: list[Evaluation] = []
         n_total = len(settings) * len(seeds)
         self._report("attacks", 0, n_total)
-        for seed in seeds:
-            pairs = [(st, seed) for st in settings]
-            self.plan(pairs)
-            for st, s in pairs:
-                ev = self.evaluate(st, s)
-                out.append(ev)
-                self._report("attacks", len(out), n_total)
-                logger.info(
-                    "%s seed %d: AUC %.4f%s", st.setting_id, s, ev.metrics["auc"], " (cached)" if ev.from_cache else ""
-                )
+        try:
+            for seed in seeds:
+                pairs = [(st, seed) for st in settings]
+                self.plan(pairs)
+                for st, s in pairs:
+                    ev = self.evaluate(st, s)
+                    out.append(ev)
+                    self._report("attacks", len(out), n_total)
+                    cached = " (cached)" if ev.from_cache else ""
+                    logger.info("%s seed %d: AUC %.4f%s", st.setting_id, s, ev.metrics["auc"], cached)
+        finally:
+            self.close()
         return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import re
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -263,7 +264,10 @@ class RunSpec(_Frozen):
     """How settings run: seeds, training arithmetic, where data and cache are. Not part of any setting.
 
     ``engine`` and ``precision`` change the arithmetic (results agree to rounding), so they are part of
-    every trained model's cache key in their resolved form.
+    every trained model's cache key in their resolved form. ``scheduler`` (the address of a running
+    Dask scheduler, ``tcp://HOST:8786``) or ``workers`` (a local Dask cluster of that many worker
+    processes) train the models on a cluster instead of in this process; the numbers are the same, so
+    neither is part of any key. They need the batched engine (``auto`` or ``batched``).
     """
 
     seeds: int = Field(default=1, ge=1, le=1000)
@@ -271,6 +275,32 @@ class RunSpec(_Frozen):
     engine: str = "auto"
     precision: str = "auto"
     data_dir: str | None = None
+    scheduler: str | None = None
+    workers: int | None = Field(default=None, ge=1, le=4096)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler_address(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip()
+        if not re.fullmatch(r"[a-z][a-z0-9+.-]*://\S+", v):
+            raise ValueError(f"scheduler must be a Dask scheduler address like tcp://HOST:8786; got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> RunSpec:
+        if self.scheduler is not None and self.workers is not None:
+            raise ValueError(
+                "give either scheduler (a running Dask cluster) or workers (a local one to start), not both; "
+                "unset MIAUDIT_SCHEDULER or drop --workers"
+            )
+        if (self.scheduler is not None or self.workers is not None) and self.engine == "loop":
+            raise ValueError(
+                "engine 'loop' trains one model at a time in this process; training on a Dask cluster needs "
+                "engine 'auto' or 'batched'"
+            )
+        return self
 
     @field_validator("engine")
     @classmethod

@@ -3,7 +3,8 @@
 The engine splits K models into chunks (by memory budget and by the number of workers) and hands
 them to an :class:`Executor` as independent jobs: ``executor.map(fn, jobs)``. A job is a plain,
 picklable description (arrays and frozen specs) and ``fn`` a module-level function, so a
-distributed executor (Dask, Ray) can later ship jobs to other machines without changing the engine.
+distributed executor ships jobs to other machines without changing the engine:
+:class:`~miaudit.training.distributed.DaskExecutor` runs them on a Dask cluster with the same results.
 
 :class:`InProcessExecutor` runs the jobs on threads of this process. Each worker thread runs its
 job with one intra-op torch thread, so K models on two cores run as two chunks side by side
@@ -41,10 +42,12 @@ class Executor(Protocol):
     ----------
     n_workers : int
         How many jobs run at the same time; the engine makes at least this many chunks when it
-        has that many models.
+        has that many models. Read-only here: a plain attribute satisfies it, and so does a property
+        (a cluster's executor counts its workers when it connects).
     """
 
-    n_workers: int
+    @property
+    def n_workers(self) -> int: ...
 
     def map(
         self,

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from miaudit.errors import DataError, TrainingError
+from miaudit.errors import ConfigError, DataError, TrainingError
 from miaudit.seeding import check_seed, torch_generator
+from miaudit.training.executors import Executor
 from miaudit.training.hardware import flush_denormals
 from miaudit.training.networks import MLPParams, init_params, shared_tensor
 from miaudit.training.specs import ModelSpec, TrainSpec
@@ -117,6 +118,7 @@ def train_models(
     model: ModelSpec,
     train: TrainSpec,
     progress: ProgressCallback | None = None,
+    executor: Executor | None = None,
 ) -> list[MLPParams]:
     """Train one model per training set.
 
@@ -133,6 +135,10 @@ def train_models(
     model, train : ModelSpec, TrainSpec
     progress : callable, optional
         Called as ``progress(n_done, n_total)`` as models finish.
+    executor : Executor, optional
+        Who runs the batched engine's chunks of models: default the in-process executor on all cores;
+        :class:`~miaudit.training.distributed.DaskExecutor` trains them on a Dask cluster, with the same
+        results. The plain loop (``train.engine == "loop"``) trains in this process and takes none.
 
     Returns
     -------
@@ -146,11 +152,18 @@ def train_models(
         if s.ndim != 1 or (s.size and (s.min() < 0 or s.max() >= len(X))):
             raise DataError(f"train_sets[{k}] must be a 1-d array of indices into X (0..{len(X) - 1})")
     engine = _choose_engine(train)
+    if executor is not None and engine == "loop":
+        raise ConfigError(
+            "the loop engine trains one model at a time in this process and cannot use an executor; use "
+            "engine='batched' or 'auto' to train on an executor (a Dask cluster), or pass no executor"
+        )
     logger.info("training %d %s models with the %s engine", len(train_sets), model.name, engine)
     if engine == "batched":
         from miaudit.training.batched import train_batched
 
-        return train_batched(X, y, train_sets, seeds=seeds, model=model, train=train, progress=progress)
+        return train_batched(
+            X, y, train_sets, seeds=seeds, model=model, train=train, progress=progress, executor=executor
+        )
     Xt, yt = _as_tensors(X, y)
     out = []
     for k, (s, seed) in enumerate(zip(train_sets, seeds, strict=True)):
