@@ -17,7 +17,9 @@ is validated. A shared field left at ``None`` leaves the attack's own default, e
 ``ref_train_size``, which defaults to the target's size (what the attacker believes it is).
 
 A study (a TOML file, ``miaudit/configs/README.md``) is a base setting and a grid: the cartesian product of
-the grid's lists, over any setting field, ``attack`` and ``attack_params`` included.
+the grid's lists, over any setting field, ``attack`` and ``attack_params`` included. A grid key that is
+not a setting field is an axis of *arms*: each of its values is a table of setting fields set together
+(an overfitted target trained longer than the simple one, say).
 """
 
 from __future__ import annotations
@@ -335,13 +337,25 @@ class StudyConfig(_Frozen):
     @model_validator(mode="after")
     def _check(self) -> StudyConfig:
         settable = set(Setting.model_fields) - {"study"}
-        for part in ("base", "grid"):
-            for key in getattr(self, part):
-                if key not in settable:
-                    raise ValueError(f"{part}.{key} is not a setting field; allowed: {', '.join(sorted(settable))}")
-        for key, values in self.grid.items():
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"grid.{key} must be a non-empty list of values")
+        allowed = ", ".join(sorted(settable))
+        for key in self.base:
+            if key not in settable:
+                raise ValueError(f"base.{key} is not a setting field; allowed: {allowed}")
+        for part, grid in (("grid", self.grid), ("quick.grid", self.quick.get("grid", {}))):
+            for key, values in grid.items():
+                if not isinstance(values, list) or not values:
+                    raise ValueError(f"{part}.{key} must be a non-empty list of values")
+                if key in settable:
+                    continue
+                if not all(isinstance(v, dict) for v in values):
+                    raise ValueError(
+                        f"{part}.{key} is not a setting field (allowed: {allowed}); an axis of arms needs a table of "
+                        'setting fields per value, e.g. arm = [{ arch = "simple" }, { arch = "dense", train = ... }]'
+                    )
+                for v in values:
+                    bad = sorted(set(v) - settable)
+                    if bad:
+                        raise ValueError(f"{part}.{key}: {', '.join(bad)} is not a setting field; allowed: {allowed}")
         for key in self.quick:
             if key not in {"base", "grid"}:
                 raise ValueError(f"quick.{key} is not allowed; quick may override 'base' and 'grid'")
@@ -357,10 +371,15 @@ class StudyConfig(_Frozen):
             base.update(self.quick.get("base", {}))
             grid.update(self.quick.get("grid", {}))
         keys = list(grid)
-        out = [
-            parse_config(Setting, {**base, **dict(zip(keys, values, strict=True)), "study": self.id})
-            for values in itertools.product(*(grid[k] for k in keys))
-        ]
+        out = []
+        for values in itertools.product(*(grid[k] for k in keys)):
+            point = dict(base)
+            for key, value in zip(keys, values, strict=True):
+                if key in Setting.model_fields:
+                    point[key] = value
+                else:  # an axis of arms: each value sets several fields together
+                    point.update(value)
+            out.append(parse_config(Setting, {**point, "study": self.id}))
         ids = [s.setting_id for s in out]
         if len(set(ids)) != len(ids):  # pragma: no cover - setting_id hashes every field it does not show
             raise ConfigError(f"study {self.id}: two grid points have the same setting id")
