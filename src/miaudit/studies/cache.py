@@ -305,6 +305,4 @@ class CachingTrainer:
             self.n_trained += len(chunk)
             if self.on_train is not None:
                 self.on_train(len(chunk), time.perf_counter() - t0)
-        if progress is not None and not todo:
-            progress(len(train_sets), len(train_sets))
         return [out[n] for n in names]
