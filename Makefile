@@ -24,8 +24,8 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py $(BENCH_ARGS)
 
-# Mutation testing of the modules whose numbers users read (docs/mutation.md): about an hour on
-# 2 cores, so not part of CI. MUTATION_ARGS=--quick runs a few mutants per module in minutes.
+# Mutation testing of the modules whose numbers users read (docs/mutation.md): a seeded sample, about
+# 25 minutes on 2 cores, so not part of CI. MUTATION_ARGS=--quick runs a few mutants per module.
 mutation: setup
 	$(BIN)/python scripts/mutation/run.py $(MUTATION_ARGS)
 

@@ -78,3 +78,53 @@ def test_ml_leaks_reports_an_attack_network_stopped_before_converging(caplog: py
         attack.fit_shadow_data(data)
     assert "stopped at max_iter=1 before converging" in caplog.text
     assert np.isfinite(attack.score_outputs(P, data.labels)).all()
+
+
+def test_overlapping_shadows_each_draw_their_own_sets() -> None:
+    from miaudit.attacks import draw_shadow_sets
+
+    sets = draw_shadow_sets(1000, n_shadows=3, train_size=30, test_size=20, seed=0, disjoint=False)
+    trains = [frozenset(train.tolist()) for train, _ in sets]
+    assert len(set(trains)) == 3
+
+
+def test_a_class_with_too_few_shadow_records_falls_back_alone() -> None:
+    from miaudit.attacks.threshold import ConfidenceAttack, membership_signal
+    from miaudit.metrics import best_threshold
+
+    rng = np.random.default_rng(3)
+    # class 0: 4 records (too few for its own threshold); classes 1 and 2: 150 each, members far apart
+    labels = np.r_[np.zeros(4, int), np.ones(150, int), np.full(150, 2)]
+    member = np.r_[[True, False, True, False], rng.random(300) < 0.5]
+    conf = np.where(labels == 1, np.where(member, 0.85, 0.55), np.where(member, 0.42, 0.25))
+    conf = conf + rng.uniform(-0.04, 0.04, len(labels))
+    P = np.empty((len(labels), 3))
+    P[:] = ((1 - conf) / 2)[:, None]
+    P[np.arange(len(labels)), labels] = conf
+    data = ShadowData(P, labels, member, np.zeros(len(labels), int))
+    attack = ConfidenceAttack(seed=0).fit_shadow_data(data)
+    s = membership_signal("confidence", P, labels)
+    assert attack.per_class_
+    assert attack.thresholds_[0] == attack.global_threshold_
+    for c in (1, 2):
+        rows = labels == c
+        assert attack.thresholds_[c] == best_threshold(member[rows], s[rows])
+    assert attack.thresholds_[1] != attack.thresholds_[2]
+
+
+@pytest.mark.parametrize("name", ["lr", "tree", "linear-svm", "rbf-svm"])
+def test_every_attack_classifier_weighs_members_and_non_members_equally(name: str) -> None:
+    # shadow data has more members than non-members (or fewer); the classifiers must not learn the ratio
+    from miaudit.attacks import make_attack_model
+
+    assert make_attack_model(name, seed=0)[-1].get_params()["class_weight"] == "balanced"
+
+
+def test_offline_a_accepts_both_ends_of_its_range() -> None:
+    from miaudit.attacks.rmia import RMIAAttack
+    from miaudit.errors import ConfigError
+
+    RMIAAttack(offline_a=0.0).check_params()
+    RMIAAttack(offline_a=1).check_params()
+    with pytest.raises(ConfigError, match=r"offline_a must be a number in \[0, 1\] or None \(tuned\); got -0.1"):
+        RMIAAttack(offline_a=-0.1).check_params()

@@ -73,3 +73,25 @@ def test_progress_counts_models_across_training_chunks(tmp_path, monkeypatch: py
     )
     assert base.trained == [2, 1]
     assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_without_a_cache_models_are_shared_for_the_trainers_lifetime() -> None:
+    base = _Counting()
+    trainer = CachingTrainer(None, base=base)
+    (a,) = trainer(X, Y, [np.arange(40)], seeds=[1], model=SPEC, train=TRAIN)
+    (b,) = trainer(X, Y, [np.arange(40)], seeds=[1], model=SPEC, train=TRAIN)
+    assert base.trained == [1]
+    assert b is a
+    assert trainer.n_trained == 1 and trainer.n_reused == 1
+
+
+def test_on_train_is_told_the_models_and_seconds_of_each_training_call(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(cache_mod, "TRAIN_CHUNK", 2)
+    told: list[tuple[int, float]] = []
+    trainer = CachingTrainer(Cache(tmp_path), base=_Counting(), on_train=lambda n, s: told.append((n, s)))
+    sets = [np.arange(k, k + 30) for k in range(3)]
+    trainer(X, Y, sets, seeds=[1, 2, 3], model=SPEC, train=TRAIN)
+    assert [n for n, _ in told] == [2, 1]
+    assert all(0.0 < s < 60.0 for _, s in told)
+    trainer(X, Y, sets, seeds=[1, 2, 3], model=SPEC, train=TRAIN)  # all cached: no training call to report
+    assert len(told) == 2
