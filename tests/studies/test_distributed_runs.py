@@ -153,3 +153,26 @@ def test_a_run_that_loses_its_cluster_resumes_from_the_cache(tmp_path, monkeypat
     clean = Experiment(RunSpec(engine="batched"), cache=Cache(tmp_path / "clean")).run(settings, [0])
     assert np.array_equal(evs[0].member_scores, clean[0].member_scores)
     assert np.array_equal(evs[0].nonmember_scores, clean[0].nonmember_scores)
+
+
+def test_models_per_call_is_checked(tmp_path) -> None:
+    from miaudit.studies.cache import CachingTrainer
+
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer or a callable returning one"):
+        CachingTrainer(None, chunk_size=0)
+    trainer = CachingTrainer(None, chunk_size=lambda: 0)
+    X = np.zeros((4, 64), np.float32)
+    with pytest.raises(ValueError, match="chunk_size must give a positive integer; got 0"):
+        trainer(X, np.zeros(4, np.int64), [np.arange(4)], seeds=[0], model=_spec(), train=_recipe())
+
+
+def _spec():
+    from miaudit.training.specs import ModelSpec
+
+    return ModelSpec.from_arch("simple", n_features=64, n_classes=10)
+
+
+def _recipe():
+    from miaudit.training.specs import TrainSpec
+
+    return TrainSpec(epochs=1)

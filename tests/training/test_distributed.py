@@ -181,7 +181,7 @@ def test_shared_fields_are_those_every_job_holds_as_the_same_array() -> None:
 
 def test_a_worker_killed_mid_job_has_its_job_rerun_with_the_same_numbers(digits) -> None:
     X, y, sets, seeds, spec = _problem(digits, 8, n_train=600, seed=1)
-    train = TrainSpec(epochs=60, precision="f32", engine="batched")
+    train = TrainSpec(epochs=800, precision="f32", engine="batched")
     budget = 4 * 2**20  # small chunks: several jobs per worker
     here = train_batched(X, y, sets, seeds=seeds, model=spec, train=train, executor=InProcessExecutor(2),
                          memory_budget_bytes=budget)  # fmt: skip
@@ -206,7 +206,7 @@ def test_a_worker_killed_mid_job_has_its_job_rerun_with_the_same_numbers(digits)
                               memory_budget_bytes=budget)  # fmt: skip
         killer.join(timeout=5)
         assert killed, "no worker was busy to kill"
-        assert ex.records[-1].n_jobs >= 3 and min(ex.records[-1].job_s) > 0.2  # jobs long enough to be hit
+        assert ex.records[-1].n_jobs >= 3 and min(ex.records[-1].job_s) > 0.3  # jobs outlast the 0.2 s before the kill
         assert killed[0] not in client.run(os.getpid).values()  # the nanny started a new worker in its place
         _assert_bitwise(here, there)
 
@@ -225,3 +225,75 @@ def test_a_worker_killed_mid_job_has_its_job_rerun_with_the_same_numbers(digits)
             train_batched(X, y, sets, seeds=seeds, model=spec, train=train, executor=ex, memory_budget_bytes=budget)
         assert time.monotonic() - t0 < 30
     assert ex._client is None and ex._cluster is None
+
+
+class _FakeFuture:
+    def __init__(self, status: str, exc: BaseException | None = None) -> None:
+        self.status, self._exc = status, exc
+
+    def result(self):
+        if self._exc is not None:
+            raise self._exc
+        return "ok", 1.5
+
+
+def test_cluster_faults_in_a_result_become_training_errors_naming_the_job() -> None:
+    from distributed.scheduler import KilledWorker
+
+    from miaudit.training.engine.planning import ChunkJob
+
+    ex = DaskExecutor("tcp://127.0.0.1:1")
+    job = ChunkJob(pool=None, labels=None, train_sets=(), seeds=(), positions=(4, 9), model=None, train=None,
+                   precision="f32")  # type: ignore[arg-type]  # fmt: skip
+    assert ex._result(_FakeFuture("finished"), job, 0, n_done=0, n_jobs=1) == ("ok", 1.5)
+    with pytest.raises(TrainingError, match=r"dropped job 2 \(1 of 3 jobs had finished\).*run the command again"):
+        ex._result(_FakeFuture("cancelled"), job, 2, n_done=1, n_jobs=3)
+    from types import SimpleNamespace
+
+    killed = KilledWorker("miaudit-job-x", SimpleNamespace(address="tcp://127.0.0.1:5"), 3)
+    with pytest.raises(TrainingError, match=r"job 1 \(models at positions \[4, 9\]\) killed every Dask worker.*memory"):
+        ex._result(_FakeFuture("error", killed), job, 1, n_done=0, n_jobs=2)
+    with pytest.raises(ValueError, match="the job's own error"):  # a job's own exception is raised as it is
+        ex._result(_FakeFuture("error", ValueError("the job's own error")), job, 0, n_done=0, n_jobs=1)
+
+
+class _FakeClient:
+    """Stands in for a distributed.Client whose scheduler is unreachable or has no workers."""
+
+    def __init__(self, status: str = "running", n_workers: int = 0) -> None:
+        from types import SimpleNamespace
+
+        self.status, self.n_workers = status, n_workers
+        self.scheduler = SimpleNamespace(address="tcp://127.0.0.1:1")
+
+    def wait_for_workers(self, n: int, timeout: float) -> None:
+        raise TimeoutError(f"only {self.n_workers} workers after {timeout} s")
+
+    def nthreads(self) -> dict[str, int]:
+        return {f"tcp://w:{i}": 1 for i in range(self.n_workers)}
+
+    def scatter(self, *args, **kwargs):
+        raise OSError("Timed out trying to connect")
+
+
+def test_no_workers_a_lost_connection_and_a_failed_scatter_are_errors_within_the_timeout() -> None:
+    ex = DaskExecutor("tcp://127.0.0.1:1", no_workers_timeout=2)
+    ex._client = _FakeClient()
+    with pytest.raises(TrainingError, match=r"has no workers after 2 s; start them .*dask worker tcp://127\.0\.0\.1:1"):
+        ex._wait_for_workers()
+    with pytest.raises(TrainingError, match=r"no workers for more than 2 s \(all were lost; 3 of 5 jobs had finished"):
+        ex._wait_for_workers(n_done=3, n_jobs=5)
+    with pytest.raises(TrainingError, match=r"could not send the records .*Timed out trying to connect"):
+        ex._scatter(dist._Shared.pack({"a": np.zeros(2)}), n_done=0, n_jobs=2)
+    now = time.monotonic()
+    healthy = dist._Health(workers_seen=now, connected_seen=now)
+    ex._check_health(healthy, n_done=0, n_jobs=2)  # no workers for less than the timeout: keep waiting
+    with pytest.raises(TrainingError, match=r"has had no workers for more than 2 s"):
+        ex._check_health(dist._Health(workers_seen=now - 3, connected_seen=now), n_done=0, n_jobs=2)
+    ex._client = _FakeClient(status="connecting")
+    ex._check_health(dist._Health(workers_seen=now, connected_seen=now), n_done=1, n_jobs=2)
+    with pytest.raises(TrainingError, match=r"lost the connection to the Dask scheduler .* for more than 2 s"):
+        ex._check_health(dist._Health(workers_seen=now, connected_seen=now - 3), n_done=1, n_jobs=2)
+    ex._client = _FakeClient(n_workers=2)
+    ex._check_health(dist._Health(workers_seen=now - 3, connected_seen=now - 3), n_done=0, n_jobs=2)
+    ex._client = None

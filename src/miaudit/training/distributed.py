@@ -6,7 +6,8 @@ model comes out bitwise the same (a chunk's models do not depend on how models w
 thread count or on the machine's other work; the workers must run the same miaudit, torch and compiled
 kernels). Either it connects to a running scheduler (``DaskExecutor("tcp://HOST:8786")``: one
 ``dask scheduler`` and a ``dask worker`` per machine, see ``docs/cluster.md``) or it starts a local
-cluster of ``workers`` processes, one thread each, listening on 127.0.0.1 only.
+cluster of ``workers`` processes, one thread each, listening on 127.0.0.1 only (with Dask's statistical
+profiler off in its workers: it samples the busy thread every 10 ms).
 
 What travels. The record pool (the job field that every job holds, the same tensor) is sent once per
 engine call: scattered to every worker (``client.scatter(..., broadcast=True)``) and referenced by each
@@ -232,6 +233,14 @@ def _shared_fields(jobs: Sequence[Any]) -> list[str]:
     return names
 
 
+def _warm_up() -> None:
+    """On a worker at connect time: import the engine and load the compiled kernels before the first job."""
+    import miaudit.training.engine.orchestration  # noqa: F401
+    from miaudit.training.native import native_status
+
+    native_status()
+
+
 def _run_job(fn: Callable[[Any], Any], job: Any, shared: _Shared | None) -> tuple[Any, float]:
     """On a worker: put the shared fields back into the job, run it with one torch thread, time it."""
     if shared is not None:
@@ -350,14 +359,18 @@ class DaskExecutor:
         distributed = require_extra("distributed", "dask")
         try:
             if self.workers is not None:
-                self._cluster = distributed.LocalCluster(
-                    n_workers=self.workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address="127.0.0.1:0",
-                    silence_logs=logging.ERROR,
-                )
+                import dask
+
+                # the workers' statistical profiler samples the job's thread every 10 ms: half their idle CPU
+                with dask.config.set({"distributed.worker.profile.enabled": False}):
+                    self._cluster = distributed.LocalCluster(
+                        n_workers=self.workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        host="127.0.0.1",
+                        dashboard_address="127.0.0.1:0",
+                        silence_logs=logging.ERROR,
+                    )
                 self._client = distributed.Client(self._cluster, timeout=self.connect_timeout, set_as_default=False)
             else:
                 self._client = distributed.Client(
@@ -375,6 +388,7 @@ class DaskExecutor:
             if self.check_versions:
                 reports = self._client.run(worker_versions, on_error="return")
                 check_worker_versions(reports, worker_versions())
+            self._client.run(_warm_up, on_error="ignore")
         except BaseException:
             self.close()
             raise
