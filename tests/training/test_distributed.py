@@ -194,8 +194,7 @@ def test_a_worker_killed_mid_job_has_its_job_rerun_with_the_same_numbers(digits)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not killed:
                 busy = [w for w, keys in client.processing().items() if any("miaudit-job" in str(k) for k in keys)]
-                if busy:
-                    time.sleep(0.2)  # let the job get under way
+                if busy:  # a one-thread worker with a job assigned is running it: kill it now, mid-job
                     killed.append(pids[busy[0]])
                     os.kill(pids[busy[0]], signal.SIGKILL)
                 time.sleep(0.05)
@@ -206,7 +205,7 @@ def test_a_worker_killed_mid_job_has_its_job_rerun_with_the_same_numbers(digits)
                               memory_budget_bytes=budget)  # fmt: skip
         killer.join(timeout=5)
         assert killed, "no worker was busy to kill"
-        assert ex.records[-1].n_jobs >= 3 and min(ex.records[-1].job_s) > 0.3  # jobs outlast the 0.2 s before the kill
+        assert ex.records[-1].n_jobs >= 3  # several jobs per worker: the killed one had others to rerun
         assert killed[0] not in client.run(os.getpid).values()  # the nanny started a new worker in its place
         _assert_bitwise(here, there)
 
