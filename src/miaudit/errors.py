@@ -8,6 +8,7 @@
     ├── ConfigError (ValueError)      an option or config field has a value we do not accept
     ├── NotFittedError (RuntimeError) an attack or model was used before ``fit``
     ├── TargetError (RuntimeError)    the black-box target answered something unusable
+    │   └── BudgetExhaustedError      the target's query budget is spent (answers so far are kept)
     └── TrainingError (RuntimeError)  training diverged or was asked something it cannot do
 
 Every message names the problem and the fix.
@@ -16,6 +17,7 @@ Every message names the problem and the fix.
 from __future__ import annotations
 
 __all__ = [
+    "BudgetExhaustedError",
     "ChecksumError",
     "ConfigError",
     "DataError",
@@ -52,3 +54,7 @@ class TargetError(MiauditError, RuntimeError):
 
 class TrainingError(MiauditError, RuntimeError):
     """Training failed (for example the loss became NaN) or was asked for something it cannot do."""
+
+
+class BudgetExhaustedError(TargetError):
+    """A query would exceed the target's query budget; the answers obtained so far are kept (cached)."""
