@@ -23,7 +23,7 @@ every timed row; the best of them is the peak.
 
 Usage::
 
-    PYTHONPATH=src python benchmarks/train_throughput.py            # full run (about 10 minutes)
+    PYTHONPATH=src python benchmarks/train_throughput.py            # full run (8-10 minutes on a quiet 2-core machine)
     PYTHONPATH=src python benchmarks/train_throughput.py --quick    # about a minute, 3 epochs
 
 The last two lines are ``fraction_of_peak=<f>`` (the engine in ``auto`` precision at its best K, as
@@ -39,6 +39,7 @@ import itertools
 import multiprocessing as mp
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -324,6 +325,24 @@ def breakdown(X, y, sets, spec, train) -> dict[str, float]:
     return dict(sorted(shares.items(), key=lambda kv: -kv[1]))
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine since boot, CPU seconds of this process and its reaped children).
+
+    The difference between two calls, machine minus own, is what other processes used in between.
+    """
+    own = sum(
+        getattr(resource.getrusage(who), f)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for f in ("ru_utime", "ru_stime")
+    )
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return float("nan"), own
+    busy = sum(fields[i] for i in (0, 1, 2, 5, 6) if i < len(fields))  # user, nice, system, irq, softirq
+    return busy / os.sysconf("SC_CLK_TCK"), own
+
+
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -388,11 +407,14 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (3 if args.quick else 2)
     if repeats < 1 or not ks or min(ks) < 1:
         ap.error(f"--repeats and every K must be >= 1; got repeats={repeats}, ks={ks}")
-    n_baseline = 1 if args.quick else 2  # models per repeat for the one-process references
+    # models per timing: one for the one-process references (a 2-thread loop can stall 30-50x while another
+    # process holds a core), an equal share per core for the side-by-side loops
+    n_baseline = 1
     cores = n_cores()
-    n_side = cores * (1 if args.quick else 2)  # models per repeat for the side-by-side loops: an equal share each
+    n_side = cores * (1 if args.quick else 2)
     torch.set_flush_denormal(True)
     load0 = loadavg()
+    busy0, own0 = cpu_seconds()
     started = datetime.datetime.now().astimezone()
     t_start = time.perf_counter()
     X, y, Xte, yte = load_fashion_mnist()
@@ -517,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{float(np.mean(r.accs)):.3f} |"
         )
     elapsed = time.perf_counter() - t_start
+    busy1, own1 = cpu_seconds()
+    others = max(0.0, (busy1 - busy0) - (own1 - own0))
+    share = others / (cores * elapsed)
     print(
         f"\n# Each row: median of {repeats} timings, interleaved (each repeat times every row once, in a rotating "
         f"order). One-process references train {n_baseline} model(s) per timing, the side-by-side loops "
@@ -524,8 +549,9 @@ def main(argv: list[str] | None = None) -> int:
         f"wall time over all models. % of own peak: against the matmul peak of the row's precision."
     )
     print(
-        f"# The machine was shared: other processes ran on the same {cores} cores during this run. Load average at "
-        f"start (before this run) / end: {load0} / {loadavg()}. Run time {elapsed:.0f} s. Rows that split one "
+        f"# Shared machine: other processes used {others:.0f} of the {cores * elapsed:.0f} core-seconds of "
+        f"this run ({100 * share:.0f}% of its {cores} cores). Load average at start (before this run) / end: "
+        f"{load0} / {loadavg()}. Run time {elapsed:.0f} s. Rows that split one "
         f"model over {threads} threads (scikit-learn's BLAS, the {threads}-thread loop) slow down most when other "
         f"processes take a core."
     )
