@@ -740,6 +740,15 @@ def _setup_logging(verbose: bool) -> None:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
+def _register_audit() -> None:
+    from miaudit.cli_audit import audit_command
+
+    app.command("audit")(audit_command)
+
+
+_register_audit()
+
+
 def main() -> None:
     """Entry point of the console script (and of ``python -m miaudit``)."""
     with one_line_errors():

@@ -1,0 +1,519 @@
+"""Audit a user's own model on the user's own data: ``miaudit audit`` and :func:`audit`.
+
+The audit runs on the same layer as every study: attacks from the registry with the same constructor
+parameters, fitted on an :class:`~miaudit.attacks.base.AttackerKnowledge` and scoring a counting black box,
+metrics from :mod:`miaudit.metrics`. What differs is where things come from:
+
+* the **target** is the user's model (scikit-learn via skops, a torch.export archive, safetensors weights
+  and a factory, ONNX, a prediction URL), or no model at all: per-record outputs for the threshold attacks;
+* the **data** is the user's file; the members are named by id or by a boolean column; the non-members
+  and the attacker's population come from the rest (split with the audit's seed) or from their own files;
+* the attacker's shadow and reference models are **of the target's family** where it is known
+  (clones of the estimator's hyperparameters, the torch factory trained with the recipe), else the
+  built-in MLPs.
+
+The audit directory (``docs/audit-format.md``) is written as it goes: ``audit.json`` with ``status:
+running``, updated after every attack, so an interrupted audit keeps what it finished; a prediction
+service's answers are cached by record, so a rerun does not spend the query budget again.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from miaudit.errors import BudgetExhaustedError, ConfigError, DataError
+from miaudit.seeding import derive_seed, make_rng
+from miaudit.studies.audit_config import AuditConfig, load_audit_config
+from miaudit.studies.audit_results import (
+    AttackOutcome,
+    attack_outcome,
+    overall_verdict,
+    record_rows,
+    slice_metrics,
+    verdict_text,
+    write_exposed,
+    write_records,
+)
+from miaudit.studies.run import default_cache_dir, hardware, versions
+from miaudit.studies.store import write_json
+
+__all__ = ["AUDIT_FORMAT", "AuditData", "AuditResult", "audit", "run_audit"]
+
+logger = logging.getLogger(__name__)
+
+AUDIT_FORMAT = 1
+#: fewest population records the shadow-based attacks can learn from
+MIN_POPULATION = 20
+#: accuracies this close to chance on both members and non-members suggest a preprocessing mismatch
+CHANCE_MARGIN = 0.1
+
+Say = Callable[[str], None]
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, eq=False)
+class AuditData:
+    """The evaluated records (members and non-members) and the attacker's population."""
+
+    X: np.ndarray  # (n_eval, n_features) float32
+    y: np.ndarray  # (n_eval,) class indices
+    labels: np.ndarray  # (n_eval,) raw labels
+    ids: np.ndarray  # (n_eval,) str
+    member: np.ndarray  # (n_eval,) bool
+    X_pop: np.ndarray
+    y_pop: np.ndarray
+    classes: tuple[Any, ...]
+    record_shape: tuple[int, ...] | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True, eq=False)
+class AuditResult:
+    """What an audit wrote: its folder, the audit record (``audit.json``) and each attack's outcome."""
+
+    out: Path
+    record: dict[str, Any]
+    outcomes: list[AttackOutcome]
+
+    @property
+    def verdict(self) -> str:
+        return str(self.record["verdict"]["text"])
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _read(cfg: AuditConfig, path: str, *, labels_path: str | None = None, exclude: tuple[str, ...] = ()) -> Any:
+    from miaudit.data.tables import read_table
+
+    return read_table(
+        path,
+        label_column=cfg.label_column,
+        id_column=cfg.id_column,
+        feature_columns=cfg.feature_columns,
+        labels_path=labels_path,
+        exclude_columns=exclude,
+    )
+
+
+def load_audit_data(cfg: AuditConfig, *, classes: tuple[Any, ...] | None, n_classes: int | None) -> AuditData:
+    """Read the data, the members, the non-members and the population; encode labels in the model's class order."""
+    from miaudit.data.tables import check_disjoint, encode_labels, member_mask, read_member_ids
+
+    exclude = (cfg.member_column,) if cfg.member_column else ()
+    table = _read(cfg, cfg.data, labels_path=cfg.labels, exclude=exclude)
+    if cfg.members is not None:
+        mask = member_mask(table, member_ids=read_member_ids(cfg.members, id_column=cfg.id_column or "id"))
+    else:
+        mask = member_mask(table, member_column=cfg.member_column)
+    members = table.subset(mask)
+    rest = table.subset(~mask)
+    rng = make_rng(cfg.seed, "audit-split")
+    if cfg.nonmembers is not None:
+        nonmembers = _read(cfg, cfg.nonmembers)
+        population = rest if cfg.population is None else _read(cfg, cfg.population)
+        pop_source = f"rest of {cfg.data}" if cfg.population is None else cfg.population
+    elif cfg.population is not None:
+        nonmembers, population, pop_source = rest, _read(cfg, cfg.population), cfg.population
+    else:
+        # from the rest: as many evaluated non-members as members (at most half of the rest), the others are
+        # the attacker's population
+        n_eval = min(len(members), len(rest) // 2)
+        order = rng.permutation(len(rest))
+        nonmembers, population = rest.subset(np.sort(order[:n_eval])), rest.subset(np.sort(order[n_eval:]))
+        pop_source = f"rest of {cfg.data} ({len(population)} of {len(rest)} non-member records)"
+    if len(nonmembers) == 0:
+        raise DataError(
+            f"{cfg.data}: no non-member records to compare the members with; every record is a member. "
+            "Add records the model never saw, or pass --nonmembers FILE"
+        )
+    check_disjoint(population, members, what_a="the attacker's population", what_b="the members")
+    if classes is None:
+        pooled = np.concatenate([members.labels, nonmembers.labels, population.labels])
+        try:
+            encoded = encode_labels(pooled, None)
+        except DataError as exc:
+            raise DataError(
+                f"{exc}; or name the classes in the model (a scikit-learn model knows its classes_)"
+            ) from None
+        n = max(int(encoded.max()) + 1, n_classes or 0)
+        classes = tuple(range(n))
+    y_m, y_n, y_p = (encode_labels(t.labels, classes) for t in (members, nonmembers, population))
+    X = np.concatenate([members.X, nonmembers.X]).astype(np.float32, copy=False)
+    info = {
+        "source": cfg.data,
+        "n_records": len(table),
+        "n_features": int(X.shape[1]),
+        "n_classes": len(classes),
+        "classes": [c.item() if isinstance(c, np.generic) else c for c in classes],
+        "record_shape": list(table.record_shape) if table.record_shape else None,
+        "n_members": len(members),
+        "n_nonmembers": len(nonmembers),
+        "n_population": len(population),
+        "population_source": pop_source,
+    }
+    return AuditData(
+        X=X,
+        y=np.concatenate([y_m, y_n]),
+        labels=np.concatenate([members.labels, nonmembers.labels]),
+        ids=np.concatenate([members.ids, nonmembers.ids]).astype(str),
+        member=np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)],
+        X_pop=np.asarray(population.X, dtype=np.float32),
+        y_pop=y_p,
+        classes=tuple(classes),
+        record_shape=tuple(table.record_shape) if table.record_shape else None,
+        info=info,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- target
+@dataclass(eq=False)
+class _Target:
+    target: Any
+    info: dict[str, Any]
+    classes: tuple[Any, ...] | None
+    n_classes: int | None
+    trainer: Any = None  # the family trainer, None: built-in MLPs
+    shadows: str = "built-in MLPs"
+
+
+def open_target(cfg: AuditConfig, *, cache_dir: Path) -> _Target:
+    """The black box: a loaded model file or a prediction service, and the shadow family it allows."""
+    assert cfg.model is not None
+    if cfg.is_url:
+        from miaudit.targets.http import HttpTarget
+
+        s = cfg.service
+        target = HttpTarget(
+            cfg.model,
+            token_file=s.token_file,
+            token_env=s.token_env,
+            batch_size=s.batch_size,
+            concurrency=s.concurrency,
+            timeout=s.timeout,
+            max_retries=s.max_retries,
+            budget=s.budget,
+            cache_dir=s.cache_dir or cache_dir / "answers",
+        )
+        classes = getattr(target, "classes", None)
+        info = {"source": cfg.model, "family": "http", "description": f"prediction service at {cfg.model}"}
+        return _Target(target, info, tuple(classes) if classes else None, target.n_classes)
+    from miaudit.targets.loaders import load_model
+
+    loaded = load_model(
+        cfg.model,
+        input_shape=cfg.input_shape,
+        output_kind=cfg.output_kind if cfg.output_kind != "loss" else "auto",
+        factory=cfg.factory,
+        allow_unsafe_pickle=cfg.allow_unsafe_pickle,
+        trusted=cfg.trust,
+    )
+    info = {
+        "source": cfg.model,
+        "family": loaded.family,
+        "description": loaded.description,
+        "output_kind": loaded.output_kind,
+    }
+    out = _Target(loaded.target, info, tuple(loaded.classes) if loaded.classes is not None else None, loaded.n_classes)
+    if cfg.shadows != "mlp":
+        from miaudit.training.family import SklearnFamily, TorchFamily
+
+        if loaded.family == "sklearn" and loaded.estimator is not None:
+            out.trainer = SklearnFamily(loaded.estimator, n_classes=loaded.n_classes)
+            out.shadows = f"clones of {loaded.description or type(loaded.estimator).__name__}"
+        elif loaded.family == "torch" and loaded.module_factory is not None:
+            out.trainer = TorchFamily(
+                loaded.module_factory,
+                n_classes=loaded.n_classes,
+                input_shape=loaded.input_shape,
+                output_kind="probabilities" if loaded.output_kind == "probabilities" else "logits",
+            )
+            out.shadows = f"the module of {cfg.factory}, trained with the recipe"
+        elif cfg.shadows == "family":
+            raise ConfigError(
+                f"shadows = 'family' needs a model whose family can be trained again: a scikit-learn estimator, "
+                f"or torch weights with --factory; {cfg.model} is a {loaded.family} model without one. "
+                "Use shadows = 'auto' or 'mlp'"
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- attacks
+def attack_params(name: str, cfg: AuditConfig, data: AuditData) -> dict[str, Any]:
+    """Constructor parameters of attack ``name`` sized to the audit's data, then the user's own."""
+    from miaudit.attacks.registry import attack_class
+    from miaudit.studies.schema import attack_constructor_params
+
+    takes = set(attack_constructor_params(name)) - set(attack_class(name).setting_exclude)
+    m, p = int(data.member.sum()), len(data.y_pop)
+    size = max(1, min(m, p // 2))
+    sized: dict[str, Any] = {
+        "n_shadows": cfg.n_shadows,
+        "shadow_train_size": size,
+        "shadow_test_size": size,
+        "disjoint_shadows": p >= cfg.n_shadows * 2 * size,
+        "n_refs": cfg.n_refs,
+        # online LiRA pads the evaluated records with population records; offline attacks need 4 x the size
+        "ref_train_size": max(1, min(m, (p + len(data.y)) // 2)) if name == "lira" else max(1, min(m, p // 4)),
+    }
+    kwargs = {k: v for k, v in sized.items() if k in takes}
+    kwargs.update(cfg.attack_params.get(name, {}))
+    return kwargs
+
+
+def _knowledge(cfg: AuditConfig, data: AuditData, trainer: Any, cache_dir: Path) -> Any:
+    from miaudit.attacks.base import AttackerKnowledge
+    from miaudit.studies.cache import Cache, CachingTrainer
+    from miaudit.training.specs import ModelSpec, TrainSpec
+
+    spec = ModelSpec(n_features=data.X.shape[1], n_classes=data.n_classes, hidden=cfg.hidden, name="audit-mlp")
+    recipe = TrainSpec(**cfg.train.model_dump())
+    return AttackerKnowledge(
+        X=data.X_pop,
+        y=data.y_pop,
+        n_classes=data.n_classes,
+        model=spec,
+        train=recipe,
+        trainer=trainer if trainer is not None else CachingTrainer(Cache(cache_dir)),
+    )
+
+
+def _say_accuracy(say: Say, acc_m: float, acc_n: float, n_classes: int) -> list[str]:
+    say(f"target accuracy: members {acc_m:.3f}, non-members {acc_n:.3f} (gap {acc_m - acc_n:+.3f})")
+    warnings = []
+    chance = 1.0 / n_classes
+    if acc_m < chance + CHANCE_MARGIN and acc_n < chance + CHANCE_MARGIN:
+        warnings.append(
+            f"the model is near chance ({chance:.2f}) on members and non-members alike: check that the data is "
+            "preprocessed as the model expects (a scaling mismatch, a column order or a label mapping shows here); "
+            "the attacks' numbers mean little until it is fixed"
+        )
+    elif acc_m + CHANCE_MARGIN < acc_n:
+        warnings.append(
+            "the model is more accurate on the non-members than on the members: check that --members names "
+            "the training records"
+        )
+    for w in warnings:
+        say(f"warning: {w}")
+    return warnings
+
+
+def run_audit(
+    cfg: AuditConfig,
+    out: str | Path,
+    *,
+    command: str = "",
+    say: Say | None = None,
+    progress: Progress | None = None,
+    report: bool = True,
+    cache_dir: str | Path | None = None,
+) -> AuditResult:
+    """Run the audit described by ``cfg`` and write the audit directory ``out`` (``docs/audit-format.md``).
+
+    Raises
+    ------
+    ConfigError, DataError, TargetError
+        A bad option, file or answer; the message names it and the fix. ``audit.json`` is then marked
+        ``interrupted`` with the attacks finished so far.
+    """
+    say = say or (lambda s: logger.info("%s", s))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {
+        "format": AUDIT_FORMAT,
+        "kind": "audit",
+        "status": "running",
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "config": cfg.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "attacks": {},
+        "versions": versions(),
+        "hardware": hardware(),
+    }
+    write_json(out / "audit.json", record)
+    outcomes: list[AttackOutcome] = []
+    try:
+        if cfg.outputs is not None:
+            from miaudit.studies.audit_outputs import audit_outputs
+
+            _, outcomes, extra = audit_outputs(cfg, record=record, out=out, say=say)
+        else:
+            _, outcomes, extra = _audit_model(cfg, record=record, out=out, say=say, progress=progress, cache=cache)
+    except BaseException as exc:
+        record.update(
+            status="interrupted",
+            error=f"{type(exc).__name__}: {exc}",
+            finished=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        )
+        record.setdefault("timings", {})["total"] = round(time.perf_counter() - t0, 3)
+        if outcomes or record["attacks"]:
+            record["verdict"] = overall_verdict(outcomes)
+        write_json(out / "audit.json", record)
+        raise
+    record["verdict"] = overall_verdict(outcomes)
+    record["status"] = "complete"
+    record["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    record.setdefault("timings", {})["total"] = round(time.perf_counter() - t0, 3)
+    record.update(extra)
+    write_json(out / "audit.json", record)
+    say(f"verdict: {record['verdict']['text']}")
+    if report:
+        from miaudit.report import write_audit_report
+
+        write_audit_report(out)
+    return AuditResult(out, record, outcomes)
+
+
+def _audit_model(
+    cfg: AuditConfig, *, record: dict[str, Any], out: Path, say: Say, progress: Progress | None, cache: Path
+) -> tuple[AuditData, list[AttackOutcome], dict[str, Any]]:
+    from miaudit.attacks.registry import create_attack
+
+    t_load = time.perf_counter()
+    tgt = open_target(cfg, cache_dir=cache)
+    data = load_audit_data(cfg, classes=tgt.classes, n_classes=tgt.n_classes)
+    if tgt.n_classes is not None and data.n_classes != tgt.n_classes:
+        raise DataError(
+            f"the data has {data.n_classes} classes but the model answers {tgt.n_classes}; check --label-column "
+            "and that the model was trained on these classes"
+        )
+    record["data"] = data.info
+    say(
+        f"data: {data.info['n_members']} members, {data.info['n_nonmembers']} non-members, "
+        f"{data.info['n_population']} population records, {data.n_classes} classes"
+    )
+    target = tgt.target
+    P = target.predict_proba(data.X)
+    predicted = P.argmax(axis=1)
+    correct = predicted == data.y
+    acc_m, acc_n = float(correct[data.member].mean()), float(correct[~data.member].mean())
+    from miaudit.targets.base import describe_answers
+
+    record["target"] = {
+        **tgt.info,
+        "answers": describe_answers(P),
+        "member_accuracy": acc_m,
+        "nonmember_accuracy": acc_n,
+        "generalization_gap": acc_m - acc_n,
+        "warnings": _say_accuracy(say, acc_m, acc_n, data.n_classes),
+    }
+    if len(data.y_pop) < MIN_POPULATION:
+        raise DataError(
+            f"the attacker's population has {len(data.y_pop)} records; the attacks need at least {MIN_POPULATION} "
+            "to train shadow or reference models. Add non-member records to the data or pass --population FILE"
+        )
+    record["shadows"] = {"family": "family" if tgt.trainer is not None else "mlp", "description": tgt.shadows}
+    record["timings"] = {"load": round(time.perf_counter() - t_load, 3)}
+    write_json(out / "audit.json", record)
+    kn = _knowledge(cfg, data, tgt.trainer, cache)
+    outcomes: list[AttackOutcome] = []
+    tables = []
+    class_names = [str(c) for c in data.classes]
+    for i, name in enumerate(cfg.chosen_attacks()):
+        params = attack_params(name, cfg, data)
+        attack = create_attack(name, **params, seed=derive_seed(cfg.seed, "attack", name))
+        say(f"[{i + 1}/{len(cfg.chosen_attacks())}] {name}: fitting")
+        before = getattr(target, "n_queries", 0)
+        t1 = time.perf_counter()
+        attack.fit(kn, progress=None if progress is None else (lambda d, t, n=name: progress(n, d, t)))
+        t2 = time.perf_counter()
+        try:
+            scores = attack.score(target, data.X, data.y)
+        except BudgetExhaustedError:
+            write_records(out, tables)
+            raise
+        t3 = time.perf_counter()
+        o = attack_outcome(
+            name, data.member, scores, threshold=float(attack.threshold_), n_boot=cfg.n_boot, seed=cfg.seed
+        )
+        outcomes.append(o)
+        text = verdict_text(o)[1]
+        record["attacks"][name] = {
+            "params": {k: v for k, v in attack.get_params().items() if k != "seed"},
+            "threshold": o.threshold,
+            "metrics": o.metrics,
+            "intervals": o.intervals,
+            "flagged": o.flagged,
+            "slices": slice_metrics(data.member, scores, class_index=data.y, correct=correct, class_names=class_names),
+            "queries": int(getattr(target, "n_queries", 0) - before),
+            "timings": {"fit": round(t2 - t1, 3), "score": round(t3 - t2, 3)},
+            "verdict": text,
+        }
+        say(
+            f"    AUC {o.metrics['auc']:.3f}, TPR {o.metrics['tpr_at_fpr']['0.01']:.3f} at 1% FPR, "
+            f"{o.metrics['tpr_at_fpr']['0.001']:.3f} at 0.1% ({t3 - t1:.1f} s): {text}"
+        )
+        tables.append(
+            record_rows(
+                o, ids=data.ids, labels=data.labels, class_index=data.y, member=data.member, predicted=predicted
+            )
+        )
+        write_records(out, tables)
+        write_json(out / "audit.json", record)
+    write_exposed(out, outcomes, X=data.X, ids=data.ids, member=data.member, record_shape=data.record_shape)
+    extra = {"queries": _queries(target, cfg)}
+    return data, outcomes, extra
+
+
+def _queries(target: Any, cfg: AuditConfig) -> dict[str, Any]:
+    q: dict[str, Any] = {"total": int(getattr(target, "n_queries", 0))}
+    if cfg.is_url:
+        q.update(sent=int(getattr(target, "n_sent", 0)), cached=int(getattr(target, "n_cached_hits", 0)))
+        q["budget"] = cfg.service.budget
+    return q
+
+
+def audit(
+    *,
+    model: str | Path | None = None,
+    data: str | Path,
+    members: str | Path | None = None,
+    out: str | Path,
+    config: str | Path | None = None,
+    report: bool = True,
+    **options: Any,
+) -> AuditResult:
+    """Audit a model on its data in one call: the library form of ``miaudit audit``.
+
+    Parameters
+    ----------
+    model : path or URL, optional
+        The model file (``.skops``, ``.pt2``, ``.safetensors`` with ``factory=``, ``.onnx``) or a prediction
+        service's root URL; omit it and pass ``outputs=`` for precomputed outputs.
+    data : path
+        The records (CSV, Parquet, NPZ, IDX with ``labels=``, or a folder of images).
+    members : path, optional
+        A CSV whose id column lists the members (or pass ``member_column=``).
+    out : path
+        The audit directory to write.
+    config : path, optional
+        A TOML audit file (``docs/audit-config.md``); keyword options override it.
+    **options
+        Any other field of :class:`~miaudit.studies.audit_config.AuditConfig` (``attacks``, ``population``,
+        ``label_column``, ``id_column``, ``input_shape``, ``seed``...), or of its ``service`` and ``train``.
+
+    Returns
+    -------
+    AuditResult
+    """
+    cfg = load_audit_config(
+        config,
+        model=None if model is None else str(model),
+        data=str(data),
+        members=None if members is None else str(members),
+        **options,
+    )
+    return run_audit(cfg, out, report=report, command="miaudit.audit(...)")
