@@ -16,26 +16,41 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 
 from miaudit.errors import ConfigError, DataError, NotFittedError
 from miaudit.targets.base import Target
-from miaudit.training.networks import MLPParams
 from miaudit.training.specs import ModelSpec, TrainSpec
 from miaudit.training.trainer import train_models
 
-__all__ = ["Attack", "AttackerKnowledge", "ModelTrainer", "check_records"]
+__all__ = ["Attack", "AttackerKnowledge", "FittedModel", "ModelTrainer", "check_records"]
 
 ProgressCallback = Callable[[int, int], None]
+
+
+@runtime_checkable
+class FittedModel(Protocol):
+    """A trained model the attacker holds: records in, class probabilities out.
+
+    :class:`~miaudit.training.networks.MLPParams` (the built-in MLPs) satisfies it, and so do the models of
+    the family trainers in :mod:`miaudit.training.family` (scikit-learn estimators, PyTorch modules).
+    """
+
+    def predict_proba(self, X: np.ndarray, /) -> np.ndarray:
+        """Class probabilities, ndarray of shape (n_samples, n_classes), of records of shape (n_samples, n_features)."""
+        ...
 
 
 class ModelTrainer(Protocol):
     """Trains one model per training set: the signature of :func:`miaudit.training.trainer.train_models`.
 
     Experiments pass a trainer that looks models up in a cache before training them
-    (:class:`miaudit.studies.cache.CachingTrainer`); attacks never call ``train_models`` directly.
+    (:class:`miaudit.studies.cache.CachingTrainer`); attacks never call ``train_models`` directly. A trainer
+    returns any :class:`FittedModel`s (one per training set, in order): MLPs by default, models of the
+    target's own family with :class:`~miaudit.training.family.SklearnFamily` or
+    :class:`~miaudit.training.family_torch.TorchFamily`.
     """
 
     def __call__(
@@ -48,7 +63,7 @@ class ModelTrainer(Protocol):
         model: ModelSpec,
         train: TrainSpec,
         progress: ProgressCallback | None = None,
-    ) -> list[MLPParams]: ...
+    ) -> Sequence[FittedModel]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,9 +110,9 @@ class AttackerKnowledge:
         *,
         seeds: Sequence[int],
         progress: ProgressCallback | None = None,
-    ) -> list[MLPParams]:
+    ) -> list[FittedModel]:
         """Train one model per training set (indices into ``X``) with the believed architecture and recipe."""
-        return self.trainer(X, y, train_sets, seeds=seeds, model=self.model, train=self.train, progress=progress)
+        return list(self.trainer(X, y, train_sets, seeds=seeds, model=self.model, train=self.train, progress=progress))
 
 
 def check_records(

@@ -36,7 +36,7 @@ from typing import ClassVar, Self
 
 import numpy as np
 
-from miaudit.attacks.base import Attack, AttackerKnowledge, ProgressCallback
+from miaudit.attacks.base import Attack, AttackerKnowledge, FittedModel, ProgressCallback
 from miaudit.attacks.signals import (
     in_out_statistics,
     lira_offline_score,
@@ -51,7 +51,6 @@ from miaudit.errors import ConfigError, DataError
 from miaudit.metrics import auc, best_threshold
 from miaudit.seeding import check_seed, derive_seed, make_rng
 from miaudit.targets.base import Target
-from miaudit.training.networks import MLPParams
 
 __all__ = [
     "LiRAAttack",
@@ -80,7 +79,7 @@ def _check_fix_variance(value: object) -> None:
         raise ConfigError(f"fix_variance must be True, False or None (automatic); got {value!r}")
 
 
-def reference_phi(models: Sequence[MLPParams], X: np.ndarray, y: np.ndarray) -> np.ndarray:
+def reference_phi(models: Sequence[FittedModel], X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Logit-scaled confidences of several models: ndarray of shape (n_models, n_samples).
 
     Computed from probabilities, as for the target, so reference and target signals are the same
@@ -89,7 +88,7 @@ def reference_phi(models: Sequence[MLPParams], X: np.ndarray, y: np.ndarray) -> 
     return np.stack([logit_confidence(m.predict_proba(X), y) for m in models])
 
 
-def reference_probabilities(models: Sequence[MLPParams], X: np.ndarray, y: np.ndarray) -> np.ndarray:
+def reference_probabilities(models: Sequence[FittedModel], X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """True-class probabilities of several models: ndarray of shape (n_models, n_samples)."""
     return np.stack([true_class_probability(m.predict_proba(X), y) for m in models])
 
@@ -103,13 +102,13 @@ class OfflineReferences:
 
     Attributes
     ----------
-    models : list of MLPParams
+    models : list of FittedModel
         The K reference models.
     keep : ndarray of shape (n_refs, n_pool), bool
         ``keep[m, j]``: ``pool[j]`` was in model m's training set.
     pool : ndarray of shape (n_pool,)
         The records the reference models were trained on (``2 * ref_train_size``).
-    pseudo_target : MLPParams
+    pseudo_target : FittedModel
         A model trained like the target on ``tune_in``.
     tune_in, tune_out : ndarray of shape (tune_size,)
         The pseudo-target's training records and as many held-out ones; no reference model saw them.
@@ -117,10 +116,10 @@ class OfflineReferences:
         Records reserved for the attack (RMIA's population z), unseen by every model.
     """
 
-    models: list[MLPParams]
+    models: list[FittedModel]
     keep: np.ndarray
     pool: np.ndarray
-    pseudo_target: MLPParams
+    pseudo_target: FittedModel
     tune_in: np.ndarray
     tune_out: np.ndarray
     extra: np.ndarray
@@ -315,7 +314,7 @@ class LiRAOfflineAttack(ReferenceAttack):
 
     Attributes
     ----------
-    models_ : list of MLPParams
+    models_ : list of FittedModel
         The reference models.
     global_std_ : float or None
         The pooled standard deviation when ``fix_variance_``.

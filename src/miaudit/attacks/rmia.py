@@ -71,7 +71,7 @@ class RMIAAttack(ReferenceAttack):
         AUC on the pseudo-target for each ``a`` tried.
     threshold_ : float
         The score maximising balanced accuracy on the pseudo-target.
-    models_ : list of MLPParams
+    models_ : list of FittedModel
     z_X_, z_y_ : ndarray of shape (z_size, n_features), (z_size,)
         The population records z.
     mean_out_z_ : ndarray of shape (z_size,)
