@@ -137,8 +137,11 @@ class TorchFamily:
         output_kind: str = "logits",
         engine: str = "auto",
     ) -> None:
-        if not callable(factory):
-            raise TypeError(f"factory must be a callable returning a torch.nn.Module; got {type(factory).__name__}")
+        if isinstance(factory, nn.Module) or not callable(factory):
+            raise TypeError(
+                "factory must be a callable returning a new torch.nn.Module (e.g. lambda: MyNet()), not a module; "
+                f"got {type(factory).__name__}"
+            )
         if input_shape is not None:
             shape = tuple(input_shape)
             if not shape or any(isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 1 for d in shape):
