@@ -9,6 +9,8 @@ from pathlib import Path
 
 from miaudit._io import atomic_write_text
 from miaudit.errors import ConfigError
+from miaudit.report.audit_load import AUDIT_FILE, load_audit
+from miaudit.report.audit_report import audit_document
 from miaudit.report.document import Document
 from miaudit.report.figures import save_png
 from miaudit.report.html import render_html
@@ -17,7 +19,7 @@ from miaudit.report.markdown import render_markdown
 from miaudit.report.records import ReportError
 from miaudit.report.run_report import run_document
 
-__all__ = ["FORMATS", "build_document", "build_report", "write_report"]
+__all__ = ["FORMATS", "build_document", "build_report", "is_audit_dir", "write_audit_report", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +41,33 @@ def _check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def build_document(source: Path | str) -> tuple[Document, Path]:
-    """Load a run directory and compose its report.
+def is_audit_dir(path: Path | str) -> bool:
+    """Whether ``path`` is an audit directory (a folder holding ``audit.json``) or that ``audit.json`` itself."""
+    path = Path(path)
+    return (path.name == AUDIT_FILE and path.is_file()) or (path / AUDIT_FILE).is_file()
 
-    Returns the document and the default output folder, the run directory itself. A ``.json``
+
+def build_document(source: Path | str) -> tuple[Document, Path]:
+    """Load a run or audit directory and compose its report.
+
+    A folder holding ``audit.json`` (or that file itself) is an audit directory
+    (``docs/audit-format.md``); any other folder is read as a run directory (``docs/run-format.md``).
+    Returns the document and the default output folder, the directory itself. Any other ``.json``
     file is refused (a :class:`ReportError` saying to pass a run directory).
     """
     path = Path(source)
-    return run_document(load_run(path)), path
+    if is_audit_dir(path):
+        audit = load_audit(path)
+        return audit_document(audit), audit.path
+    try:
+        run = load_run(path)
+    except ReportError as exc:
+        if path.is_dir() and not (path / "manifest.json").exists():
+            raise ReportError(
+                f"{exc}; for an audit, pass the folder written by `miaudit audit ... --out DIR` (it holds {AUDIT_FILE})"
+            ) from None
+        raise
+    return run_document(run), path
 
 
 def write_report(doc: Document, out: Path, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
@@ -94,7 +115,8 @@ def build_report(
     ----------
     run_dir : path
         A run directory, written by ``miaudit reproduce``, ``miaudit compare --out DIR`` or
-        ``miaudit attack --out DIR`` (``docs/run-format.md``).
+        ``miaudit attack --out DIR`` (``docs/run-format.md``); or an audit directory, written by
+        ``miaudit audit --out DIR`` (``docs/audit-format.md``).
     formats : sequence of {"html", "md", "both"}, default=("html", "md")
         ``html``: one self-contained file, figures embedded. ``md``: Markdown with PNGs beside it.
     out : path, optional
@@ -111,3 +133,30 @@ def build_report(
     fmts = _check_formats(formats)
     doc, default_out = build_document(run_dir)
     return write_report(doc, Path(out) if out is not None else default_out, fmts)
+
+
+def write_audit_report(
+    audit_dir: Path | str, *, formats: Sequence[str] = FORMATS, out: Path | str | None = None
+) -> dict[str, Path]:
+    """Write the report of an audit directory and return ``{"html": path, "md": path}`` (those requested).
+
+    Parameters
+    ----------
+    audit_dir : path
+        The folder written by ``miaudit audit --out DIR`` (``docs/audit-format.md``).
+    formats : sequence of {"html", "md", "both"}, default=("html", "md")
+        ``html``: one self-contained file, figures embedded. ``md``: Markdown with PNGs in ``figures/``.
+    out : path, optional
+        Output folder (default: the audit directory), or a file name ending in ``.html``/``.md``.
+
+    Raises
+    ------
+    ReportError
+        ``audit.json`` is missing or malformed, a records column is missing, or the audit is running or
+        was interrupted before any attack finished; the message names the file and the fix.
+    ConfigError
+        An unknown format.
+    """
+    fmts = _check_formats(formats)
+    audit = load_audit(audit_dir)
+    return write_report(audit_document(audit), Path(out) if out is not None else audit.path, fmts)
