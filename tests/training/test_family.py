@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import logging
 
 import numpy as np
@@ -16,6 +17,7 @@ from sklearn.svm import LinearSVC
 from torch import nn
 
 from miaudit.errors import ConfigError, DataError, TrainingError
+from miaudit.training import family
 from miaudit.training.family import FittedEstimator, SklearnFamily, expand_classes, sklearn_random_state
 from miaudit.training.family_torch import TorchFamily, TorchModel
 from miaudit.training.specs import TrainSpec
@@ -305,3 +307,14 @@ def test_torch_family_errors(small) -> None:
             TorchFamily(mlp, n_classes=10, engine=engine)(
                 huge, y, sets[:1], seeds=[0], train=TrainSpec(epochs=1, lr=10.0)
             )
+
+
+def test_doctests() -> None:
+    result = doctest.testmod(family)
+    assert result.attempted >= 5 and result.failed == 0
+
+
+def test_torch_family_is_importable_from_the_family_module() -> None:
+    assert family.TorchFamily is TorchFamily and family.TorchModel is TorchModel
+    with pytest.raises(AttributeError, match="has no attribute 'Nothing'"):
+        _ = family.Nothing

@@ -126,6 +126,11 @@ class TorchFamily:
         of its output clamped at :data:`PROB_FLOOR`.
     engine : {"auto", "vmap", "loop"}
         See the module docstring; ``train.engine`` and ``train.precision`` (for the MLP engine) are ignored.
+
+    Attributes
+    ----------
+    engine_used_ : {"vmap", "loop"} or None
+        The engine the last call trained with ("auto" resolved); None before the first call.
     """
 
     def __init__(
@@ -156,7 +161,6 @@ class TorchFamily:
         self.input_shape: tuple[int, ...] | None = input_shape
         self.output_kind = output_kind
         self.engine = engine
-        #: the engine the last call used ("vmap" or "loop")
         self.engine_used_: str | None = None
 
     @property
@@ -250,9 +254,8 @@ class TorchFamily:
         ]
 
     def _check_output(self, module: nn.Module, xb: torch.Tensor) -> None:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(0)
-            out = module(xb)
+        with torch.no_grad():
+            out = module.eval()(xb)  # eval: a BatchNorm takes even one record
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(xb), self.n_classes):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ConfigError(
