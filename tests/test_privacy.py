@@ -243,3 +243,32 @@ def test_from_scores_errors(scores: list, member: list, kwargs: dict, error: typ
 def test_from_scores_seed_is_checked() -> None:
     with pytest.raises(TypeError, match="seed must be a non-negative integer"):
         epsilon_lower_bound_from_scores(np.arange(4.0), np.array([1, 1, 0, 0]), delta=0.0, seed=1.5)  # type: ignore[arg-type]
+
+
+def test_groups_standardise_each_canary_by_its_non_members() -> None:
+    """Two canaries of different difficulty: pooled, one threshold cannot separate them; standardised by
+    each group's non-member trials of the selection part, every evaluation trial is right."""
+    rng = np.random.default_rng(0)
+    member = np.tile(np.r_[np.ones(40, bool), np.zeros(40, bool)], 2)
+    group = np.repeat(["easy", "hard"], 80)
+    offset = np.where(group == "easy", 10.0, 0.0)
+    scores = offset + member * 1.0 + 0.1 * rng.random(160)
+    pooled = epsilon_lower_bound_from_scores(scores, member, delta=0.0, seed=0)
+    grouped = epsilon_lower_bound_from_scores(scores, member, delta=0.0, seed=0, groups=group)
+    assert grouped.standardised and not pooled.standardised
+    assert grouped.counts["fp"] == grouped.counts["fn"] == 0
+    assert grouped.epsilon_lb == pytest.approx(epsilon_lower_bound(tp=40, fp=0, fn=0, tn=40, delta=0.0))
+    assert pooled.epsilon_lb < grouped.epsilon_lb - 0.5
+    # one group: standardising is a monotone map and changes no guess
+    one = epsilon_lower_bound_from_scores(scores[:80], member[:80], delta=0.0, seed=0, groups=np.zeros(80))
+    assert one.counts == epsilon_lower_bound_from_scores(scores[:80], member[:80], delta=0.0, seed=0).counts
+
+
+def test_groups_errors() -> None:
+    member = np.array([1, 1, 0, 0, 1, 0])
+    with pytest.raises(DataError, match=r"groups must have one label per trial, shape \(6,\)"):
+        epsilon_lower_bound_from_scores(np.arange(6.0), member, delta=0.0, seed=0, groups=np.zeros(5))
+    with pytest.raises(DataError, match="group 'b' has 1 member trials; each group needs at least 2"):
+        epsilon_lower_bound_from_scores(
+            np.arange(6.0), member, delta=0.0, seed=0, groups=np.array(["a", "a", "a", "a", "b", "b"])
+        )

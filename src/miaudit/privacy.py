@@ -49,6 +49,9 @@ from miaudit.errors import ConfigError, DataError
 
 __all__ = ["EpsilonBound", "clopper_pearson", "epsilon_lower_bound", "epsilon_lower_bound_from_scores"]
 
+#: smallest standard deviation a group's scores are divided by (groups whose reference scores coincide)
+_MIN_STD = 1e-6
+
 
 def _check_alpha(alpha: object) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 < float(alpha) < 1.0:
@@ -183,6 +186,8 @@ class EpsilonBound:
     alpha, delta : float
     n_selection, n_evaluation : int
         Trials used to choose the threshold and to compute the bound.
+    standardised : bool
+        Whether scores were standardised per group (then ``threshold`` is in standard deviations).
     """
 
     epsilon_lb: float
@@ -192,6 +197,7 @@ class EpsilonBound:
     delta: float
     n_selection: int
     n_evaluation: int
+    standardised: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -213,14 +219,21 @@ def epsilon_lower_bound_from_scores(
     delta: float,
     alpha: float = 0.05,
     threshold_fraction: float = 0.5,
+    groups: ArrayLike | None = None,
     seed: int,
 ) -> EpsilonBound:
     """The empirical epsilon lower bound from per-trial membership scores, with an honest threshold.
 
-    The trials are split at random (members and non-members separately, seeded): on a
-    ``threshold_fraction`` of them the threshold that maximises :func:`epsilon_lower_bound` is chosen;
-    on the rest, which played no part in the choice, the bound is computed. Choosing the threshold on
-    the trials that certify it would overstate the bound (the best of many thresholds is optimistic).
+    The trials are split at random (members and non-members separately, and each group separately,
+    seeded): on a ``threshold_fraction`` of them the threshold that maximises
+    :func:`epsilon_lower_bound` is chosen; on the rest, which played no part in the choice, the bound
+    is computed. Choosing the threshold on the trials that certify it would overstate the bound (the
+    best of many thresholds is optimistic).
+
+    With ``groups`` (e.g. which canary a trial is about), each group's scores are first standardised by
+    the mean and standard deviation of its non-member trials in the selection part (the offline
+    normalisation of LiRA, Carlini et al. 2022), so that canaries of different difficulty share one
+    threshold; again the evaluation trials play no part in it.
 
     Parameters
     ----------
@@ -233,6 +246,9 @@ def epsilon_lower_bound_from_scores(
         As in :func:`epsilon_lower_bound`.
     threshold_fraction : float, default=0.5
         Share of each class used to choose the threshold, strictly between 0 and 1.
+    groups : array-like of shape (n_trials,), optional
+        A group label per trial (any hashable values); each group needs at least 2 member and 2
+        non-member trials.
     seed : int
         Seed of the split (see :mod:`miaudit.seeding`); the same seed gives the same result.
 
@@ -258,11 +274,28 @@ def epsilon_lower_bound_from_scores(
     n1, n0 = int(y.sum()), int((~y).sum())
     if n1 < 2 or n0 < 2:
         raise DataError(f"need at least 2 member and 2 non-member trials; got {n1} and {n0}")
+    if groups is None:
+        labels, group = np.array(["all trials"]), np.zeros(len(s), dtype=np.int64)
+    else:
+        g = np.asarray(groups)
+        if g.shape != s.shape:
+            raise DataError(f"groups must have one label per trial, shape {s.shape}; got {g.shape}")
+        labels, group = np.unique(g, return_inverse=True)
+        group = group.reshape(-1)
     rng = make_rng(seed)
     select = np.zeros(len(s), dtype=bool)
-    for idx in (np.flatnonzero(y), np.flatnonzero(~y)):
-        m = min(max(1, round(float(frac) * len(idx))), len(idx) - 1)
-        select[rng.permutation(idx)[:m]] = True
+    for k in range(int(group.max()) + 1):
+        for cls in (True, False):
+            idx = np.flatnonzero((group == k) & (y == cls))
+            if len(idx) < 2:
+                raise DataError(
+                    f"group {labels[k].item()!r} has {len(idx)} {'member' if cls else 'non-member'} trials; "
+                    "each group needs at least 2"
+                )
+            m = min(max(1, round(float(frac) * len(idx))), len(idx) - 1)
+            select[rng.permutation(idx)[:m]] = True
+    if groups is not None:
+        s = _standardise(s, group, select & ~y)
     s_sel, y_sel = s[select], y[select]
     candidates = np.r_[np.unique(s_sel), np.inf]
     tp, fp = _counts_at(s_sel, y_sel, candidates)
@@ -288,4 +321,16 @@ def epsilon_lower_bound_from_scores(
         delta=delta,
         n_selection=int(select.sum()),
         n_evaluation=int((~select).sum()),
+        standardised=groups is not None,
     )
+
+
+def _standardise(s: np.ndarray, group: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each group's scores minus the mean of its reference trials, over their standard deviation."""
+    out = np.empty_like(s)
+    for k in range(int(group.max()) + 1):
+        in_group = group == k
+        ref = s[in_group & reference]
+        std = float(np.std(ref)) if len(ref) > 1 else 0.0
+        out[in_group] = (s[in_group] - float(np.mean(ref))) / max(std, _MIN_STD)
+    return out
