@@ -254,7 +254,12 @@ class TorchModuleTarget(_RawModelTarget):
         import torch
 
         with torch.inference_mode():
-            out = self._module(torch.as_tensor(np.asarray(X), dtype=self._dtype, device=self._device))
+            try:
+                out = self._module(torch.as_tensor(np.asarray(X), dtype=self._dtype, device=self._device))
+            except Exception as exc:  # the user's module: shape errors, export guards, ...
+                raise TargetError(
+                    f"{self.name}: the module failed on a batch of shape {tuple(X.shape)}: {type(exc).__name__}: {exc}"
+                ) from exc
             if isinstance(out, (tuple, list)) and len(out) == 1:
                 out = out[0]
             if not isinstance(out, torch.Tensor):
