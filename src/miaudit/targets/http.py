@@ -11,7 +11,6 @@ Records are sent as float32 values (written as exact decimal numbers); that is a
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,6 +23,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pydantic_core
 
 from miaudit._extras import require_extra
 from miaudit.errors import BudgetExhaustedError, ConfigError, TargetError
@@ -304,7 +304,7 @@ class HttpTarget(BlackBox):
 
     def _json(self, r: httpx.Response) -> Any:
         try:
-            return json.loads(r.content)
+            return pydantic_core.from_json(r.content)
         except ValueError:
             raise TargetError(
                 f"the prediction service at {self.url} answered HTTP {r.status_code} with something that is not "
@@ -342,7 +342,7 @@ class HttpTarget(BlackBox):
         limit = self._batch_limit
         if len(X) > limit:
             return np.concatenate([self._answer_batch(X[i : i + limit]) for i in range(0, len(X), limit)])
-        body = json.dumps({"records": X.astype(np.float64).tolist()}, allow_nan=False).encode()
+        body = pydantic_core.to_json({"records": X.astype(np.float64).tolist()})  # exact shortest decimals
         r = self._request("POST", "/v1/predict", body, during="predicting")
         try:
             self._raise_for_status(r)
