@@ -459,7 +459,8 @@ class PolicyTarget(BlackBox):
             raise ConfigError("wrapping a target that is not a BlackBox needs n_features and n_classes")
         if policy.kind == "top_k":
             _check_k(policy.k, n_classes=int(n_classes))
-        super().__init__(n_features=int(n_features), n_classes=int(n_classes))
+        inner = getattr(target, "name", None) or type(target).__name__
+        super().__init__(n_features=int(n_features), n_classes=int(n_classes), name=f"{inner} ({policy.to_string()})")
         self.target = target
         self.policy = policy
 
