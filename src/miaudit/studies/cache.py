@@ -33,6 +33,7 @@ import numpy as np
 
 from miaudit._io import atomic_path
 from miaudit.errors import DataError
+from miaudit.training.dp import PrivacyRecord
 from miaudit.training.networks import MLPParams
 from miaudit.training.specs import ModelSpec, TrainSpec
 from miaudit.training.trainer import ProgressCallback, train_models
@@ -95,7 +96,7 @@ def train_key(train: TrainSpec) -> dict[str, Any]:
     from miaudit.training.hardware import resolve_precision
 
     engine = "loop" if train.engine == "loop" else "batched"
-    precision = "f32" if engine == "loop" else resolve_precision(train.precision)
+    precision = "f32" if engine == "loop" or train.dp else resolve_precision(train.precision)  # DP-SGD: f32
     return {**train.to_dict(), "engine": engine, "precision": precision}
 
 
@@ -172,13 +173,23 @@ def _to_arrays(m: MLPParams) -> dict[str, np.ndarray]:
     return out
 
 
-def _from_arrays(arrays: dict[str, np.ndarray], spec: ModelSpec) -> MLPParams:
+def _from_arrays(arrays: dict[str, np.ndarray], spec: ModelSpec, meta: dict[str, Any] | None = None) -> MLPParams:
     n = len(spec.layer_sizes) - 1
+    privacy = (meta or {}).get("privacy")
     return MLPParams(
         spec=spec,
         weights=tuple(arrays[f"w{i}"] for i in range(n)),
         biases=tuple(arrays[f"b{i}"] for i in range(n)),
+        privacy=PrivacyRecord.from_dict(privacy) if privacy is not None else None,
     )
+
+
+def _meta(model: MLPParams) -> dict[str, Any]:
+    """A stored model's metadata: its spec, and the privacy its DP-SGD spent (if any)."""
+    meta: dict[str, Any] = {"spec": model.spec.to_dict()}
+    if model.privacy is not None:
+        meta["privacy"] = model.privacy.to_dict()
+    return meta
 
 
 class CachingTrainer:
@@ -235,7 +246,7 @@ class CachingTrainer:
         got = self.cache.get("models", key) if self.cache is not None else None
         if got is None:
             return None
-        model = _from_arrays(got[0], spec)
+        model = _from_arrays(got[0], spec, got[1])
         self._remember(name, model)
         return model
 
@@ -299,7 +310,7 @@ class CachingTrainer:
             )
             for (name, i), m in zip(chunk, models, strict=True):
                 if self.cache is not None:
-                    self.cache.put("models", keys[i], _to_arrays(m), {"spec": model.to_dict()})
+                    self.cache.put("models", keys[i], _to_arrays(m), {**_meta(m), "spec": model.to_dict()})
                 self._remember(name, m)
                 out[name] = m
             self.n_trained += len(chunk)

@@ -319,6 +319,12 @@ class Experiment:
             weight_decay=r.weight_decay,
             engine=self.run_spec.engine,
             precision=self.run_spec.precision,
+            dp_epsilon=r.dp_epsilon,
+            dp_noise_multiplier=r.dp_noise_multiplier,
+            dp_delta=r.dp_delta,
+            max_grad_norm=r.max_grad_norm,
+            dp_accountant=r.dp_accountant,
+            label_smoothing=r.label_smoothing,
         )
 
     def _target_request(self, st: Setting, seed: int) -> tuple[Dataset, np.ndarray, int, ModelSpec, TrainSpec]:

@@ -32,7 +32,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from miaudit.errors import ConfigError
 
@@ -138,12 +147,60 @@ class _Frozen(BaseModel):
 
 
 class TrainRecipe(_Frozen):
-    """How the target is trained, and what the attacker believes about it."""
+    """How the target is trained, and what the attacker believes about it.
+
+    The fields of :class:`miaudit.training.specs.TrainSpec` (engine and precision aside, which the run
+    sets): defences are recipe fields. DP-SGD is on when ``dp_epsilon`` (noise calibrated to spend that
+    epsilon) or ``dp_noise_multiplier`` (noise set directly) is given, not both; ``dp_delta`` defaults
+    to 1/n of the model's training set. A dump omits the DP and label-smoothing fields at their
+    defaults, so recipes without them keep their setting ids and cache keys.
+    """
 
     epochs: int = Field(default=30, ge=1, le=10_000)
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=1e-3, gt=0, le=10)
     weight_decay: float = Field(default=0.0, ge=0, le=10)
+    dp_epsilon: float | None = Field(default=None, gt=0, le=1e6, description="target epsilon of DP-SGD")
+    dp_noise_multiplier: float | None = Field(default=None, ge=0, le=1e6, description="DP-SGD noise sigma")
+    dp_delta: float | None = Field(default=None, gt=0, lt=1, description="None: 1/n")
+    max_grad_norm: float = Field(default=1.0, gt=0, le=1e6, description="DP-SGD per-example clipping bound")
+    dp_accountant: str = "rdp"
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+
+    @field_validator("dp_accountant")
+    @classmethod
+    def _accountant_known(cls, v: str) -> str:
+        from miaudit.training.specs import ACCOUNTANTS
+
+        return _choice("accountant", v, ACCOUNTANTS)
+
+    @model_validator(mode="after")
+    def _one_noise(self) -> TrainRecipe:
+        if self.dp_epsilon is not None and self.dp_noise_multiplier is not None:
+            raise ValueError(
+                "give dp_epsilon (noise calibrated to a target epsilon) or dp_noise_multiplier (noise set "
+                "directly), not both"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        d: dict[str, Any] = handler(self)
+        for name, default in _RECIPE_OPTIONAL.items():
+            if name in d and d[name] == default:
+                del d[name]
+        return d
+
+
+#: recipe fields that dumps omit at their defaults (older recipes keep their setting ids and cache keys)
+_RECIPE_OPTIONAL: dict[str, object] = {
+    "dp_epsilon": None,
+    "dp_noise_multiplier": None,
+    "dp_delta": None,
+    "max_grad_norm": 1.0,
+    "dp_accountant": "rdp",
+    "label_smoothing": 0.0,
+}
 
 
 class Setting(_Frozen):

@@ -19,6 +19,7 @@ from torch import nn
 
 from miaudit._io import atomic_path
 from miaudit.errors import DataError
+from miaudit.training.dp import PrivacyRecord
 from miaudit.training.specs import ModelSpec
 
 __all__ = [
@@ -69,11 +70,15 @@ class MLPParams:
         ``weights[l]`` has shape (fan_in, fan_out), float32.
     biases : tuple of ndarray
         ``biases[l]`` has shape (fan_out,), float32.
+    privacy : PrivacyRecord, optional
+        For a model trained with DP-SGD, the privacy its training spent (epsilon, delta, noise,
+        sampling rate, steps, accountant); None without DP-SGD.
     """
 
     spec: ModelSpec
     weights: tuple[np.ndarray, ...]
     biases: tuple[np.ndarray, ...]
+    privacy: PrivacyRecord | None = None
 
     def __post_init__(self) -> None:
         sizes = self.spec.layer_sizes
@@ -116,8 +121,11 @@ class MLPParams:
 
         tensors = {f"w{i}": np.ascontiguousarray(w) for i, w in enumerate(self.weights)}
         tensors.update({f"b{i}": np.ascontiguousarray(b) for i, b in enumerate(self.biases)})
+        metadata = {"spec": json.dumps(self.spec.to_dict())}
+        if self.privacy is not None:
+            metadata["privacy"] = json.dumps(self.privacy.to_dict())
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"spec": json.dumps(self.spec.to_dict())})
+            save_file(tensors, str(tmp), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> MLPParams:
@@ -134,9 +142,10 @@ class MLPParams:
                 n = len(spec.layer_sizes) - 1
                 weights = tuple(f.get_tensor(f"w{i}") for i in range(n))
                 biases = tuple(f.get_tensor(f"b{i}") for i in range(n))
+                privacy = PrivacyRecord.from_dict(json.loads(meta["privacy"])) if "privacy" in meta else None
         except (OSError, KeyError, ValueError, Exception) as exc:  # safetensors raises its own types
             raise DataError(f"cannot read model weights from {path}: {exc}; delete the file to retrain") from exc
-        return cls(spec=spec, weights=weights, biases=biases)
+        return cls(spec=spec, weights=weights, biases=biases, privacy=privacy)
 
 
 def build_module(spec: ModelSpec) -> nn.Sequential:

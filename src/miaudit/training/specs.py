@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 from typing import Any
 
 from miaudit.errors import ConfigError
 
-__all__ = ["ARCHITECTURES", "ENGINES", "PRECISIONS", "ModelSpec", "TrainSpec", "spec_hash"]
+__all__ = ["ACCOUNTANTS", "ARCHITECTURES", "ENGINES", "PRECISIONS", "ModelSpec", "TrainSpec", "spec_hash"]
 
 #: Named architectures of the seed study: hidden layer widths and dropout rate.
 #: ``simple`` is the seed's network (784-128-10); ``dense`` has more and wider layers and is made
@@ -28,6 +29,8 @@ ARCHITECTURES: dict[str, tuple[tuple[int, ...], float]] = {
 }
 PRECISIONS = ("auto", "f32", "bf16")
 ENGINES = ("auto", "batched", "loop")
+#: Opacus's privacy accountants that DP-SGD recipes may name (``dp_accountant``)
+ACCOUNTANTS = ("rdp", "prv")
 
 
 def _check_choice(name: str, value: object, allowed: tuple[str, ...] | list[str]) -> str:
@@ -115,16 +118,38 @@ class TrainSpec:
     epochs : int
         Passes over the training set.
     batch_size : int
-        Minibatch size; the last minibatch of an epoch may be smaller.
+        Minibatch size; the last minibatch of an epoch may be smaller. With DP-SGD, the expected
+        batch size of Poisson sampling (see :mod:`miaudit.training.dp`).
     lr : float
         Adam learning rate.
     weight_decay : float
         L2 penalty added to the loss gradient (Adam's ``weight_decay``), a defence.
     precision : {"auto", "f32", "bf16"}
         Arithmetic of the batched engine; ``auto`` uses bf16 only on CPUs with native bf16 units.
+        DP-SGD always computes in float32 (``auto`` means f32; ``bf16`` is an error).
     engine : {"auto", "batched", "loop"}
         ``batched`` trains many models at once, ``loop`` one at a time with a plain PyTorch loop;
         ``auto`` picks the batched engine whenever it supports the recipe.
+    dp_epsilon : float, optional
+        DP-SGD with the noise calibrated to spend this epsilon (at ``dp_delta``) over the whole
+        training (Opacus's ``get_noise_multiplier``). Give this or ``dp_noise_multiplier``, not both.
+    dp_noise_multiplier : float, optional
+        DP-SGD with this noise multiplier sigma (noise std ``sigma * max_grad_norm`` on the summed
+        clipped gradients). 0 is DP-SGD's clipping and sampling without noise (epsilon infinite).
+    dp_delta : float, optional
+        The delta of the privacy guarantee, in (0, 1); default ``1 / n`` for a model trained on ``n``
+        records.
+    max_grad_norm : float
+        DP-SGD's per-example gradient clipping bound C (> 0).
+    dp_accountant : {"rdp", "prv"}
+        Opacus's accountant that calibrates the noise and accounts the epsilon spent.
+    label_smoothing : float
+        A defence in [0, 1): the loss's target distribution is ``(1 - a) * onehot + a / n_classes``.
+
+    DP-SGD is on when ``dp_epsilon`` or ``dp_noise_multiplier`` is set. :meth:`to_dict` (the cache
+    key of a recipe) omits every DP or label-smoothing field at its default, and the DP-only fields
+    (``dp_delta``, ``max_grad_norm``, ``dp_accountant``) while DP-SGD is off: they do not change a
+    non-private model.
     """
 
     epochs: int = 30
@@ -133,6 +158,12 @@ class TrainSpec:
     weight_decay: float = 0.0
     precision: str = "auto"
     engine: str = "auto"
+    dp_epsilon: float | None = None
+    dp_noise_multiplier: float | None = None
+    dp_delta: float | None = None
+    max_grad_norm: float = 1.0
+    dp_accountant: str = "rdp"
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, minimum=1)
@@ -141,9 +172,58 @@ class TrainSpec:
         _check_float("weight_decay", self.weight_decay, low=0.0, high=10.0)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("engine", self.engine, ENGINES)
+        if self.dp_epsilon is not None:
+            _check_float("dp_epsilon", self.dp_epsilon, low=1e-6, high=1e6)
+        if self.dp_noise_multiplier is not None:
+            _check_float("dp_noise_multiplier", self.dp_noise_multiplier, low=0.0, high=1e6)
+        if self.dp_epsilon is not None and self.dp_noise_multiplier is not None:
+            raise ConfigError(
+                "give dp_epsilon (noise calibrated to a target epsilon) or dp_noise_multiplier (noise set directly), "
+                f"not both; got dp_epsilon={self.dp_epsilon!r}, dp_noise_multiplier={self.dp_noise_multiplier!r}"
+            )
+        if self.dp_delta is not None:
+            _check_float("dp_delta", self.dp_delta, low=0.0, high=1.0, high_open=True)
+            if self.dp_delta == 0:
+                raise ConfigError("dp_delta must be a number in (0, 1), or None for 1/n; got 0")
+        _check_float("max_grad_norm", self.max_grad_norm, low=0.0, high=1e6)
+        if self.max_grad_norm == 0 or not math.isfinite(self.max_grad_norm):
+            raise ConfigError(f"max_grad_norm must be a positive number; got {self.max_grad_norm!r}")
+        _check_choice("dp_accountant", self.dp_accountant, ACCOUNTANTS)
+        _check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        for name in ("dp_epsilon", "dp_noise_multiplier", "dp_delta", "max_grad_norm", "label_smoothing"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, float(value))  # 1 and 1.0 are one recipe (and one cache key)
+        if self.dp and self.precision == "bf16":
+            raise ConfigError(
+                "DP-SGD computes in float32: precision 'bf16' cannot be combined with dp_epsilon or "
+                "dp_noise_multiplier; use precision 'auto' or 'f32'"
+            )
+
+    @property
+    def dp(self) -> bool:
+        """Whether the recipe trains with DP-SGD (``dp_epsilon`` or ``dp_noise_multiplier`` set)."""
+        return self.dp_epsilon is not None or self.dp_noise_multiplier is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for name, default in _OPTIONAL_DEFAULTS.items():
+            if d[name] == default or (name in _DP_ONLY and not self.dp):
+                del d[name]
+        return d
+
+
+#: fields that :meth:`TrainSpec.to_dict` omits at their defaults (so older recipes keep their cache keys)
+_OPTIONAL_DEFAULTS: dict[str, object] = {
+    "dp_epsilon": None,
+    "dp_noise_multiplier": None,
+    "dp_delta": None,
+    "max_grad_norm": 1.0,
+    "dp_accountant": "rdp",
+    "label_smoothing": 0.0,
+}
+#: fields that change nothing without DP-SGD (omitted from :meth:`TrainSpec.to_dict` while it is off)
+_DP_ONLY = frozenset({"dp_delta", "max_grad_norm", "dp_accountant"})
 
 
 def spec_hash(*parts: object) -> str:

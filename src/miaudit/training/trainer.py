@@ -2,10 +2,12 @@
 
 :func:`train_models` trains one model per training set, each with its own seed, through the
 batched engine when it supports the recipe and through :func:`train_one` (a plain PyTorch loop)
-otherwise. Defences (dropout, weight decay) are arguments of the recipe, not copies of the loop.
+otherwise. Defences (dropout, weight decay, label smoothing, DP-SGD) are arguments of the recipe,
+not copies of the loop.
 
-Randomness: a model's seed determines its initialisation, minibatch order and dropout masks; no
-global random state is read or written.
+Randomness: a model's seed determines its initialisation, minibatch order and dropout masks (with
+DP-SGD also its Poisson samples and noise, :mod:`miaudit.training.dp`); no global random state is
+read or written.
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ import torch.nn.functional as F
 
 from miaudit.errors import ConfigError, DataError, TrainingError
 from miaudit.seeding import check_seed, torch_generator
+from miaudit.training.dp import (
+    DPSchedule,
+    clip_factors,
+    dp_schedule,
+    noise_generator,
+    noise_layout,
+    poisson_masks,
+    privacy_record,
+    sample_generator,
+    smoothed_targets,
+)
 from miaudit.training.executors import Executor
 from miaudit.training.hardware import flush_denormals
 from miaudit.training.networks import MLPParams, init_params, shared_tensor
@@ -71,7 +84,11 @@ def train_one(
     train_idx : ndarray of shape (n_train,)
         Indices into X of this model's training set.
     seed : int
-        Fixes the initialisation, minibatch order and dropout masks.
+        Fixes the initialisation, minibatch order and dropout masks (with DP-SGD, also the Poisson
+        samples and the noise).
+
+    With DP-SGD (``train.dp``) the model is trained by :func:`_train_dp` and carries its
+    :class:`~miaudit.training.dp.PrivacyRecord`.
     """
     seed = check_seed(seed)
     gen = torch_generator(seed, "train")
@@ -82,6 +99,16 @@ def train_one(
     n = len(idx)
     if n == 0:
         raise DataError("a training set is empty; every model needs at least one record")
+    if train.dp:
+        schedule = dp_schedule(train, n)
+        record = privacy_record(schedule)  # before training: a missing accountant fails at once
+        _train_dp(X, y, idx, params, opt, seed=seed, model=model, train=train, schedule=schedule)
+        return MLPParams(
+            spec=model,
+            weights=tuple(w.detach().numpy().copy() for w in weights),
+            biases=tuple(b.detach().numpy().copy() for b in biases),
+            privacy=record,
+        )
     keep = 1.0 - model.dropout
     n_layers = len(weights)
     for epoch in range(train.epochs):
@@ -96,7 +123,7 @@ def train_one(
                     if model.dropout > 0:
                         mask = torch.bernoulli(torch.full_like(h, keep), generator=gen)
                         h = h * mask / keep
-            loss = F.cross_entropy(h, y[batch])
+            loss = F.cross_entropy(h, y[batch], label_smoothing=train.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -107,6 +134,71 @@ def train_one(
         weights=tuple(w.detach().numpy().copy() for w in weights),
         biases=tuple(b.detach().numpy().copy() for b in biases),
     )
+
+
+def _train_dp(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    idx: torch.Tensor,
+    params: list[torch.Tensor],
+    opt: torch.optim.Optimizer,
+    *,
+    seed: int,
+    model: ModelSpec,
+    train: TrainSpec,
+    schedule: DPSchedule,
+) -> None:
+    """DP-SGD in plain PyTorch (see :mod:`miaudit.training.dp`): per-example gradients with ``torch.func``.
+
+    Each step: a Poisson sample of the model's records, every example's gradient of its own
+    (label-smoothed) loss, clipped to ``max_grad_norm``, summed, Gaussian noise from the model's noise
+    stream added, divided by the expected batch size, then Adam. ``params`` are updated in place.
+    """
+    n, n_layers, keep = len(idx), len(params) // 2, 1.0 - model.dropout
+    samples, noise_gen = sample_generator(seed), noise_generator(seed)
+    drop_gens = [torch_generator(seed, "dropout", i) for i in range(len(model.hidden))] if model.dropout > 0 else []
+    layout = noise_layout(model)
+    noise = torch.empty(model.n_parameters)
+
+    def example_loss(ps: tuple[torch.Tensor, ...], x: torch.Tensor, t: torch.Tensor, masks: tuple) -> torch.Tensor:
+        h = x
+        for i in range(n_layers):
+            h = h @ ps[2 * i] + ps[2 * i + 1]
+            if i < n_layers - 1:
+                h = torch.relu(h)
+                if masks:
+                    h = h * masks[i]
+        return -(t * torch.log_softmax(h, dim=-1)).sum()
+
+    per_example = torch.func.vmap(torch.func.grad(example_loss), in_dims=(None, 0, 0, 0))
+    per_epoch = max(1, schedule.steps // train.epochs)
+    for step in range(schedule.steps):
+        rows = idx[poisson_masks(samples, n, schedule.sample_rate, 1)[0]]
+        b = len(rows)
+        masks = tuple(
+            (torch.rand(b, width, generator=g) < keep).float().div_(keep)
+            for g, width in zip(drop_gens, model.hidden, strict=False)
+        )
+        if b:
+            targets = smoothed_targets(y[rows], model.n_classes, train.label_smoothing)
+            with torch.no_grad():
+                grads = per_example(tuple(p.detach() for p in params), X[rows], targets, masks)
+            norms = torch.stack([g.reshape(b, -1).norm(2, dim=-1) for g in grads], dim=1).norm(2, dim=1)
+            factor = clip_factors(norms, schedule.max_grad_norm)
+            summed = [torch.einsum("i,i...", factor, g) for g in grads]
+        else:
+            summed = [torch.zeros_like(p) for p in params]
+        if schedule.noise_std > 0:
+            torch.randn(model.n_parameters, generator=noise_gen, out=noise)
+            for s, (off, shape) in zip(summed, layout, strict=True):
+                s.add_(noise[off : off + s.numel()].view(shape), alpha=schedule.noise_std)
+        for p, s in zip(params, summed, strict=True):
+            p.grad = s.div_(schedule.expected_batch_size)
+        opt.step()
+        if (step + 1) % per_epoch == 0 and not all(bool(torch.isfinite(p).all()) for p in params):
+            raise TrainingError(
+                f"training diverged (non-finite weights) after {step + 1} DP-SGD steps; lower the learning rate"
+            )
 
 
 def train_models(

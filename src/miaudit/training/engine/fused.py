@@ -36,10 +36,13 @@ def fused_applies(spec: ModelSpec, train: TrainSpec, precision: str) -> bool:
     Where they apply (bf16, one hidden layer of a width that is a multiple of 32, no dropout, a
     batch size that is a multiple of 32, a CPU with AMX-BF16 and the kernels built), a model's
     weights and Adam state stay in the core's cache for its whole training, about twice as fast
-    as the stacked path. Everything else (f32, deeper networks, dropout, other CPUs) is stacked.
+    as the stacked path. Everything else (f32, deeper networks, dropout, label smoothing, DP-SGD,
+    other CPUs) is stacked.
     """
     return (
         precision == "bf16"
+        and not train.dp
+        and train.label_smoothing == 0
         and len(spec.hidden) == 1
         and spec.hidden[0] % TILE == 0
         and spec.dropout == 0

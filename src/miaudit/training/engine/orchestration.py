@@ -8,6 +8,7 @@ fused path (:mod:`.fused`) where it applies and the stacked path (:mod:`.stacked
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -19,6 +20,8 @@ import torch
 
 from miaudit.errors import DataError
 from miaudit.seeding import check_seed
+from miaudit.training.dp import dp_schedule, privacy_record
+from miaudit.training.engine.dp_stacked import train_stacked_dp
 from miaudit.training.engine.fused import fused_applies, padded_width, train_fused
 from miaudit.training.engine.inference import predict_proba_stacked
 from miaudit.training.engine.planning import (
@@ -67,7 +70,8 @@ def train_batched(
         One seed per model: it fixes the initialisation, minibatch order and dropout masks.
     model, train : ModelSpec, TrainSpec
         Architecture and recipe (Adam with ``train.lr`` and ``train.weight_decay`` added to the
-        gradient like ``torch.optim.Adam``; dropout ``model.dropout`` after every hidden ReLU).
+        gradient like ``torch.optim.Adam``; dropout ``model.dropout`` after every hidden ReLU; label
+        smoothing; DP-SGD, in float32, when ``train.dp``: see :mod:`.dp_stacked`).
     progress : callable, optional
         ``progress(n_done, n_total)`` after each finished chunk of models.
     memory_budget_bytes : int, optional
@@ -79,7 +83,8 @@ def train_batched(
     Returns
     -------
     list of MLPParams
-        One per training set, in order.
+        One per training set, in order; with DP-SGD each carries its
+        :class:`~miaudit.training.dp.PrivacyRecord`.
     """
     models, _ = _run(
         X,
@@ -179,10 +184,14 @@ def _run(
         isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int) or memory_budget_bytes <= 0
     ):
         raise ValueError(f"memory_budget_bytes must be a positive integer or None; got {memory_budget_bytes!r}")
-    precision = resolve_precision(train.precision)
+    precision = "f32" if train.dp else resolve_precision(train.precision)
     K = len(sets)
     if K == 0:
         return [], precision
+    # DP-SGD: every model's schedule (noise calibrated) and the privacy it will spend, accounted before
+    # training so that a missing accountant or an unreachable epsilon fails at once
+    schedules = [dp_schedule(train, len(s)) for s in sets] if train.dp else None
+    records = [privacy_record(sch) for sch in schedules] if schedules is not None else None
     executor = executor if executor is not None else InProcessExecutor()
     # Only the records some model trains on go into the pool, in the compute dtype, with a ones column.
     used, inverse = np.unique(np.concatenate(sets), return_inverse=True)
@@ -196,7 +205,10 @@ def _run(
     pool[:, model.n_features] = 1.0
     labels = torch.from_numpy(np.ascontiguousarray(y[used], dtype=np.int64))
 
-    steps = [train.epochs * math.ceil(len(s) / train.batch_size) for s in sets]
+    if schedules is not None:
+        steps = [sch.steps for sch in schedules]
+    else:
+        steps = [train.epochs * math.ceil(len(s) / train.batch_size) for s in sets]
     budget = memory_budget_bytes if memory_budget_bytes is not None else default_memory_budget()
     chunks = plan_chunks(
         steps,
@@ -217,6 +229,7 @@ def _run(
             train=train,
             precision=precision,
             fused=fused,
+            dp=tuple(schedules[k] for k in c) if schedules is not None else None,
         )
         for c in chunks
     ]
@@ -233,7 +246,7 @@ def _run(
     out: list[MLPParams | None] = [None] * K
     for job, res in zip(jobs, results, strict=True):
         for k, params in zip(job.positions, res, strict=True):
-            out[k] = params
+            out[k] = params if records is None else dataclasses.replace(params, privacy=records[k])
     return [p for p in out if p is not None], precision
 
 
@@ -276,7 +289,6 @@ def _own_accuracy(m: MLPParams, X: np.ndarray, y: np.ndarray, idx: np.ndarray) -
     return m.accuracy(X[idx], y[idx])
 
 
-
 def train_chunk(job: ChunkJob) -> list[MLPParams]:
     """Train the models of one chunk; return their weights in the chunk's order.
 
@@ -285,4 +297,6 @@ def train_chunk(job: ChunkJob) -> list[MLPParams]:
     which would slow every step several times) and the thread's previous setting is restored after.
     """
     with flush_denormals():
+        if job.dp is not None:
+            return train_stacked_dp(job)
         return train_fused(job) if job.fused else train_stacked(job)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from miaudit.training.dp import DPSchedule
 from miaudit.training.hardware import available_memory_bytes
 from miaudit.training.specs import ModelSpec, TrainSpec
 
@@ -64,6 +65,9 @@ class ChunkJob:
     precision : {"f32", "bf16"}
     fused : bool
         Train on the compiled one-hidden-layer steps (:mod:`miaudit.training.engine.fused`).
+    dp : tuple of DPSchedule, optional
+        With DP-SGD, each model's schedule (sampling rate, steps, noise), resolved before the chunk
+        is sent (workers need no accountant); None without DP-SGD.
     """
 
     pool: torch.Tensor
@@ -75,6 +79,7 @@ class ChunkJob:
     train: TrainSpec
     precision: str
     fused: bool = False
+    dp: tuple[DPSchedule, ...] | None = None
 
 
 def bytes_per_model(spec: ModelSpec, train: TrainSpec, precision: str) -> int:
@@ -83,10 +88,13 @@ def bytes_per_model(spec: ModelSpec, train: TrainSpec, precision: str) -> int:
     n = spec.n_parameters
     state = n * 4 * 4 + (n * 2 * 2 if precision == "bf16" else 0)  # P, G, m, v (+ bf16 copies)
     sizes = spec.layer_sizes
-    acts = train.batch_size * ((sizes[0] + 1) * cb + sum(d * (2 * cb + 4) for d in sizes[1:]))
-    block = BLOCK_STEPS * train.batch_size * (12 + 4 * spec.n_classes)
-    masks = BLOCK_STEPS * train.batch_size * sum(spec.hidden) * (4 + cb) if spec.dropout > 0 else 0
-    return int(1.25 * (state + acts + block + masks + n * 4))
+    # DP-SGD: Poisson batches are padded to a block's largest (about 1.5 x the expected size at most),
+    # with a noise buffer per model and a few step plans (one per padded width) alive at once
+    batch = train.batch_size * 3 // 2 + 8 if train.dp else train.batch_size
+    acts = batch * ((sizes[0] + 1) * cb + sum(d * (2 * cb + 4) for d in sizes[1:])) * (3 if train.dp else 1)
+    block = BLOCK_STEPS * batch * (12 + 4 * spec.n_classes)
+    masks = BLOCK_STEPS * batch * sum(spec.hidden) * (4 + cb) if spec.dropout > 0 else 0
+    return int(1.25 * (state + acts + block + masks + n * 4 + (n * 4 if train.dp else 0)))
 
 
 def default_memory_budget() -> int:

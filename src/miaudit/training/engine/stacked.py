@@ -39,7 +39,7 @@ from miaudit.training.native import AdamBuffers, load_native
 from miaudit.training.networks import MLPParams, init_params
 from miaudit.training.specs import ModelSpec, TrainSpec
 
-__all__ = ["StepPlan", "train_stacked"]
+__all__ = ["StepPlan", "neg_targets", "train_stacked"]
 
 
 def train_stacked(job: ChunkJob) -> list[MLPParams]:
@@ -73,9 +73,7 @@ def train_stacked(job: ChunkJob) -> list[MLPParams]:
             w = torch.empty(L, Ka, B)
             for a, k in enumerate(active):
                 streams[k].take(L, idx[:, a], w[:, a])
-            # minus one-hot labels times row weights, laid out like the logits: (L, Ka, C, B)
-            negyw = torch.zeros(L, Ka, C, B)
-            negyw.scatter_(2, job.labels[idx].unsqueeze(2), w.neg().unsqueeze(2))
+            negyw = neg_targets(job.labels[idx], w, C, tr.label_smoothing)
             rw = w.unsqueeze(2)
             masks = _dropout_masks(spec, layers, [drop_gens[k] for k in active], L, B, keep_p)
             step_masks = zip(*(mk.unbind(1) for mk in masks), strict=True) if masks else itertools.repeat(())
@@ -99,6 +97,32 @@ def train_stacked(job: ChunkJob) -> list[MLPParams]:
                     stack = stack.select(keep)
                     plan = StepPlan(stack, job.pool, B, tr, spec.dropout)
     return [r for r in results if r is not None]
+
+
+def neg_targets(labels: torch.Tensor, w: torch.Tensor, n_classes: int, smoothing: float) -> torch.Tensor:
+    """Minus the target distributions times row weights, laid out like the logits.
+
+    Parameters
+    ----------
+    labels : Tensor of shape (L, K, batch), int64
+    w : Tensor of shape (L, K, batch)
+        Row weights (0 on padding rows).
+    n_classes : int
+    smoothing : float
+        Label smoothing a: targets ``(1 - a) * onehot + a / n_classes`` (0: one-hot).
+
+    Returns
+    -------
+    Tensor of shape (L, K, n_classes, batch)
+    """
+    L, K, B = w.shape
+    out = torch.zeros(L, K, n_classes, B)
+    if smoothing == 0:
+        out.scatter_(2, labels.unsqueeze(2), w.neg().unsqueeze(2))
+        return out
+    out.copy_(w.mul(-smoothing / n_classes).unsqueeze(2).expand(L, K, n_classes, B))
+    out.scatter_add_(2, labels.unsqueeze(2), w.mul(smoothing - 1.0).unsqueeze(2))
+    return out
 
 
 def _dropout_masks(
@@ -194,21 +218,8 @@ class StepPlan:
                 for p, m, v, g, pc in parts
             ]
 
-    def step(self, ix: torch.Tensor, negyw: torch.Tensor, rw: torch.Tensor, masks: Sequence[torch.Tensor]) -> None:
-        """One Adam step of every model in the stack, each on its own minibatch.
-
-        Parameters
-        ----------
-        ix : Tensor of shape (K * batch,)
-            Pool rows of the K minibatches.
-        negyw : Tensor of shape (K, n_classes, batch)
-            Minus one-hot labels times row weights.
-        rw : Tensor of shape (K, 1, batch)
-            Row weights: 1 / rows in the batch, 0 on padding rows.
-        masks : sequence of Tensor of shape (K, batch, width)
-            Dropout multipliers (0 or 1/keep) per hidden layer; empty without dropout.
-        """
-        st = self.stack
+    def forward(self, ix: torch.Tensor, masks: Sequence[torch.Tensor]) -> None:
+        """Gather the minibatches and run the forward pass; the softmax ends in ``self.p``, (K, n_classes, batch)."""
         torch.index_select(self.pool, 0, ix, out=self.x)
         if self.x_conv is not None:
             self.x_conv[0].copy_(self.x_conv[1])
@@ -229,6 +240,22 @@ class StepPlan:
         if zt.dtype != torch.float32:
             zt = zt.float()
         _softmax_out(zt, 1, False, out=self.p)  # (K, C, B), float32
+
+    def step(self, ix: torch.Tensor, negyw: torch.Tensor, rw: torch.Tensor, masks: Sequence[torch.Tensor]) -> None:
+        """One Adam step of every model in the stack, each on its own minibatch.
+
+        Parameters
+        ----------
+        ix : Tensor of shape (K * batch,)
+            Pool rows of the K minibatches.
+        negyw : Tensor of shape (K, n_classes, batch)
+            Minus one-hot labels times row weights.
+        rw : Tensor of shape (K, 1, batch)
+            Row weights: 1 / rows in the batch, 0 on padding rows.
+        masks : sequence of Tensor of shape (K, batch, width)
+            Dropout multipliers (0 or 1/keep) per hidden layer; empty without dropout.
+        """
+        self.forward(ix, masks)
         torch.addcmul(negyw, self.p, rw, out=self.p)  # d(mean loss)/d(logits); zero on padding rows
         dzt = self.dzt
         if dzt is not self.p:
@@ -250,6 +277,11 @@ class StepPlan:
                 torch.sum(dz, dim=1, keepdim=True, out=gb)
                 torch.bmm(dz, w_t, out=da_in)
                 da = da_in
+        self.adam()
+
+    def adam(self) -> None:
+        """One Adam step of every model from the gradients in the stack's flat buffer."""
+        st = self.stack
         st.step += 1
         tr = self.train
         if self.native is not None:
