@@ -139,7 +139,10 @@ def audit_command(
             )
     except (MiauditError, ValueError) as exc:
         _fail(exc)
-    console.print(audit_table(result.record))
+    from rich.console import Console
+
+    # the table is wide: let it be when the output is a file or a log rather than a terminal
+    (console if console.is_terminal else Console(width=max(console.width, 160))).print(audit_table(result.record))
     console.print(f"[bold]{result.verdict}[/]")
     console.print(
         f"audit written to {out} (audit.json, records.csv, records.parquet{', report.html' if report else ''})"

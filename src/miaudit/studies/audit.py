@@ -108,7 +108,8 @@ def _read(cfg: AuditConfig, path: str, *, labels_path: str | None = None, exclud
 
 def load_audit_data(cfg: AuditConfig, *, classes: tuple[Any, ...] | None, n_classes: int | None) -> AuditData:
     """Read the data, the members, the non-members and the population; encode labels in the model's class order."""
-    from miaudit.data.tables import check_disjoint, encode_labels, member_mask, read_member_ids
+    from miaudit.data.membership import check_disjoint, member_mask, read_member_ids
+    from miaudit.data.tables import encode_labels
 
     exclude = (cfg.member_column,) if cfg.member_column else ()
     table = _read(cfg, cfg.data, labels_path=cfg.labels, exclude=exclude)
@@ -157,6 +158,7 @@ def load_audit_data(cfg: AuditConfig, *, classes: tuple[Any, ...] | None, n_clas
         "n_classes": len(classes),
         "classes": [c.item() if isinstance(c, np.generic) else c for c in classes],
         "record_shape": list(table.record_shape) if table.record_shape else None,
+        "feature_names": list(table.feature_names),
         "n_members": len(members),
         "n_nonmembers": len(nonmembers),
         "n_population": len(population),

@@ -41,7 +41,8 @@ def audit_outputs(
 ) -> tuple[Any, list[AttackOutcome], dict[str, Any]]:
     """Score members and non-members from their stored outputs with the threshold signals."""
     from miaudit.attacks.threshold import membership_signal
-    from miaudit.data.tables import encode_labels, member_mask, read_member_ids, read_table
+    from miaudit.data.membership import member_mask, read_member_ids
+    from miaudit.data.tables import encode_labels, read_table
     from miaudit.metrics import best_threshold
     from miaudit.targets.loaders import load_outputs
 
@@ -101,6 +102,7 @@ def audit_outputs(
         "n_classes": len(classes),
         "classes": list(classes),
         "record_shape": list(table.record_shape) if table.record_shape else None,
+        "feature_names": list(table.feature_names),
         "n_members": int(member.sum()),
         "n_nonmembers": int((~member).sum()),
         "n_population": 0,

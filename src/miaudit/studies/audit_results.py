@@ -22,6 +22,7 @@ from miaudit.metrics import auc, bootstrap_ci, fpr_key, membership_metrics, thre
 
 __all__ = [
     "FLAG_LEVELS",
+    "chance_pvalue",
     "RECORD_COLUMNS",
     "AttackOutcome",
     "attack_outcome",
@@ -111,30 +112,65 @@ def attack_outcome(
     return AttackOutcome(name, scores, float(threshold), metrics, intervals, flagged, thresholds)
 
 
-def verdict_text(outcome: AttackOutcome) -> tuple[bool, str]:
-    """(leaks, sentence). Leaks when at 0.1% FPR the attack finds more members than chance would.
+def chance_pvalue(n_members: int, n_nonmembers: int, *, found: int, fpr: float) -> float:
+    """P(an attack with no signal finds at least ``found`` members at false-positive rate ``fpr``).
 
-    Chance flags 0.1% of the members at 0.1% FPR; the audit says "leaks" only when the lower end of the
-    bootstrap interval of TPR at 0.1% FPR lies above that (so a lucky handful is not a finding).
+    With no signal, scores are exchangeable: ranked by score, members and non-members come in random order.
+    The rule flagging at most ``f = floor(fpr * n_nonmembers)`` non-members flags the members ranked above the
+    (f+1)-th non-member, a negative hypergeometric count (members drawn before f+1 non-members). Exact, unlike
+    a bootstrap of a TPR at a few false positives.
+
+    >>> round(chance_pvalue(599, 599, found=5, fpr=0.001), 3)  # 5 members above every non-member: about 1 in 32
+    0.031
+    """
+    from scipy.stats import nhypergeom
+
+    if found <= 0:
+        return 1.0
+    f = int(math.floor(fpr * n_nonmembers + 1e-9))
+    return float(nhypergeom.sf(found - 1, n_members + n_nonmembers, n_members, f + 1))
+
+
+def verdict_text(outcome: AttackOutcome, *, alpha: float = 0.05) -> tuple[bool, str]:
+    """(leaks, sentence): whether the attack exposes members at 0.1% FPR, or leaks on average, or neither.
+
+    Members are exposed when the number found at 0.1% FPR is more than an attack without signal finds with
+    probability ``alpha`` (:func:`chance_pvalue`); else the model leaks on average when the AUC's 95% interval
+    lies above 0.5 (members score higher, yet no single record is confidently named); else no leak is
+    measurable: a lower bound on leakage, never a proof of privacy.
     """
     key = fpr_key(0.001)
-    n = int(outcome.metrics["n_members"])
+    n, n0 = int(outcome.metrics["n_members"]), int(outcome.metrics["n_nonmembers"])
     found = outcome.flagged[key]
-    low = outcome.intervals["tpr_at_fpr"][key][0]
-    if math.isfinite(low) and low > 0.001:
-        return True, f"leaks: at 0.1% FPR the {outcome.name} attack finds {found} of {n} members"
+    p = chance_pvalue(n, n0, found=found, fpr=0.001)
+    auc_v, (auc_lo, auc_hi) = outcome.metrics["auc"], outcome.intervals["auc"]
+    if p < alpha:
+        return True, (
+            f"leaks: at 0.1% FPR the {outcome.name} attack finds {found} of {n} members "
+            f"(an attack without signal would find as many with probability {p:.2g})"
+        )
+    if math.isfinite(auc_lo) and auc_lo > 0.5:
+        return True, (
+            f"leaks on average: the {outcome.name} attack tells members from non-members better than chance "
+            f"(AUC {auc_v:.3f}, 95% interval {auc_lo:.3f}-{auc_hi:.3f}), but at 0.1% FPR it finds {found} of {n} "
+            "members, not clearly more than chance: no single record is confidently exposed"
+        )
     return False, (
         f"no leak measurable with this attacker and budget: at 0.1% FPR the {outcome.name} attack finds "
-        f"{found} of {n} members, no more than chance (AUC {outcome.metrics['auc']:.3f})"
+        f"{found} of {n} members, no more than chance (AUC {auc_v:.3f})"
     )
 
 
 def overall_verdict(outcomes: Sequence[AttackOutcome]) -> dict[str, Any]:
-    """The audit's verdict: that of the strongest attack (TPR at 0.1% FPR, then AUC)."""
+    """The audit's verdict: that of the strongest attack (TPR at 0.1% FPR, then AUC).
+
+    The strongest of several attacks is chosen after seeing them, so its test uses a Bonferroni-corrected
+    level (0.05 divided by the number of attacks).
+    """
     if not outcomes:
         return {"leaks": None, "text": "no attack finished", "attack": None}
     best = max(outcomes, key=lambda o: o.strength)
-    leaks, text = verdict_text(best)
+    leaks, text = verdict_text(best, alpha=0.05 / len(outcomes))
     return {"leaks": leaks, "text": text, "attack": best.name}
 
 
