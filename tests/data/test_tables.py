@@ -125,6 +125,15 @@ def test_csv_non_numeric_column_error_names_both_fixes(tmp_path: Path) -> None:
     assert read_table(path, feature_columns=["a"]).feature_names == ("a",)
 
 
+def test_trailing_nul_characters_are_stripped_like_spaces(tmp_path: Path) -> None:
+    # numpy strings drop trailing NULs, so "a\x00" and "a" would be one id after the duplicate check
+    path = write(tmp_path / "d.csv", "id,x,label\na\x00,1,0\na,2,1\n")
+    with pytest.raises(DataError, match=r"1 ids appear more than once in column 'id' \('a'\)"):
+        read_table(path)
+    with pytest.raises(DataError, match=r"no member ids"):
+        read_member_ids(write(tmp_path / "m.txt", "\x00\n \x00 \n"))
+
+
 def test_csv_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_bytes(b"a,label\n\xff\xfe,0\n")
@@ -261,8 +270,8 @@ def _lying_npz(path: Path) -> Path:
         ({"X": np.ones((3, 2)), "y": np.zeros(2)}, r"y must have shape \(n_samples,\) = \(3,\)"),
         ({"X": np.ones((2, 2)), "y": np.zeros(2), "ids": np.array([1, 1])}, r"1 ids appear more than once"),
         ({"X": np.array([[1.0], [np.inf]]), "y": np.zeros(2)}, r"1 feature values .* record '1', feature 'x0'"),
-        ({"X": np.ones((0, 2)), "y": np.zeros(0)}, r"no records"),
-        ({"X": np.ones((2, 0)), "y": np.zeros(2)}, r"records have no features"),
+        ({"X": np.ones((0, 2)), "y": np.zeros(0)}, r"no records \(X has shape \(0, 2\)\)"),
+        ({"X": np.ones((2, 0)), "y": np.zeros(2)}, r"no records \(X has shape \(2, 0\)\)"),
     ],
 )
 def test_npz_errors(tmp_path: Path, arrays: dict, match: str) -> None:
@@ -278,6 +287,14 @@ def test_npz_damaged_files(tmp_path: Path) -> None:
     np.save(tmp_path / "y.npy", np.zeros(2))
     with pytest.raises(DataError, match=r"array X.npy declares shape \(1000000000000, 1000000\)"):
         read_table(_lying_npz(tmp_path / "lie.npz"))
+
+
+def test_npz_header_that_does_not_parse(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as zf:  # found by fuzzing: the tokenizer's own error type
+        zf.writestr("X.npy", b"\x93NUMPY\x01\x00" + (3).to_bytes(2, "little") + b"{\n\n")
+        zf.writestr("y.npy", b"")
+    with pytest.raises(DataError, match=r"d.npz: cannot read as .npz \((TokenError|SyntaxError|ValueError)"):
+        read_table(tmp_path / "d.npz")
 
 
 def test_npz_rejects_table_options(tmp_path: Path) -> None:
@@ -323,6 +340,14 @@ def test_idx_huge_declared_size_is_an_error_not_an_allocation(tmp_path: Path) ->
     write_idx(tmp_path / "y.idx", np.zeros(2, dtype=np.uint8))
     with pytest.raises(DataError, match=r"truncated IDX payload.*Check that it is an IDX file"):
         read_table(tmp_path / "huge.idx", labels_path=tmp_path / "y.idx")
+    # no records, but records of a size no array can hold, or just huge ones (found by fuzzing)
+    write_idx(tmp_path / "y0.idx", np.zeros(0, dtype=np.uint8))
+    (tmp_path / "e.idx").write_bytes(bytes([0, 0, 0x08, 4, 0, 0, 0, 0]) + (2**31 - 1).to_bytes(4, "big") * 3)
+    with pytest.raises(DataError, match=r"e.idx: the header's dims \(0, 2147483647, .*too large for any machine"):
+        read_table(tmp_path / "e.idx", labels_path=tmp_path / "y0.idx")
+    (tmp_path / "e.idx").write_bytes(bytes([0, 0, 0x08, 3, 0, 0, 0, 0]) + (2**30).to_bytes(4, "big") * 2)
+    with pytest.raises(DataError, match=r"e.idx: no records \(the IDX file holds shape \(0, 1073741824, 1073741824\)"):
+        read_table(tmp_path / "e.idx", labels_path=tmp_path / "y0.idx")
 
 
 # --------------------------------------------------------------------------------------------------

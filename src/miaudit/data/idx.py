@@ -118,8 +118,9 @@ def parse_idx(data: bytes | memoryview, *, source: str = "<bytes>", hint: str | 
     Raises
     ------
     DataError
-        On a bad magic number, an unsupported type code, zero dimensions, a truncated header, or a
-        payload whose length differs from the product of the dimensions times the item size.
+        On a bad magic number, an unsupported type code, zero dimensions, a truncated header, a
+        payload whose length differs from the product of the dimensions times the item size, or
+        dimensions no array can have (a zero one beside huge ones).
     """
     hint = DEFAULT_HINT if hint is None else hint
     view = memoryview(data).cast("B")
@@ -157,6 +158,8 @@ def parse_idx(data: bytes | memoryview, *, source: str = "<bytes>", hint: str | 
             f"but the file holds {actual} bytes after the {header_len}-byte header "
             f"({abs(actual - expected)} bytes {'missing' if actual < expected else 'too many'}). {hint}"
         )
+    if math.prod(d for d in dims if d) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise DataError(f"{source}: the header's dims {dims} describe an array too large for any machine. {hint}")
     array = np.frombuffer(view, dtype=dtype, count=math.prod(dims), offset=header_len).reshape(dims)
     return array.astype(dtype.newbyteorder("="))
 

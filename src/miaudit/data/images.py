@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import re
+import tokenize
 import warnings
 import zipfile
 import zlib
@@ -45,7 +46,8 @@ IDX_HINT = (
 #: How to write an NPZ file that :func:`read_npz` accepts.
 NPZ_HINT = "save your data with np.savez(path, X=features, y=labels, ids=record_ids) (ids are optional)"
 
-# What zipfile and numpy's .npy header parser raise on a damaged file (DataError, a ValueError, passes through).
+# What zipfile and numpy's .npy header parser (tokenize, ast.literal_eval) raise on a damaged file; RuntimeError
+# covers encrypted members, NotImplementedError (unknown compression) and RecursionError.
 _NPZ_ERRORS = (
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
@@ -54,9 +56,9 @@ _NPZ_ERRORS = (
     EOFError,
     ValueError,
     RuntimeError,
-    NotImplementedError,
     OverflowError,
     SyntaxError,
+    tokenize.TokenError,
 )
 
 _IDX_NAME = re.compile(r"(\.idx\d*|[.-]idx\d+-ubyte|-ubyte)$")
@@ -159,8 +161,10 @@ def read_npz(path: str | Path) -> Records:
             raise DataError(
                 f"{path}: {key} must have shape (n_samples,) = ({len(X)},) like X's first axis, got {array.shape}"
             )
+    if X.size == 0:
+        raise DataError(f"{path}: no records (X has shape {X.shape}); {NPZ_HINT}")
     record_shape = tuple(int(d) for d in X.shape[1:]) if X.ndim > 2 else None
-    return Records(X=X.reshape(len(X), math.prod(X.shape[1:])), labels=y, ids=ids, record_shape=record_shape)
+    return Records(X=X.reshape(len(X), -1), labels=y, ids=ids, record_shape=record_shape)
 
 
 def is_idx_path(path: str | Path) -> bool:
@@ -217,7 +221,9 @@ def read_idx_pair(images_path: str | Path, labels_path: str | Path | None) -> Re
             f"{images_path} holds {len(images)} records but {labels_path} holds {len(labels)} labels; "
             "pass the labels file that belongs to these images"
         )
-    X = images.reshape(len(images), math.prod(images.shape[1:])).astype(np.float32)
+    if len(images) == 0 or images.size == 0:
+        raise DataError(f"{images_path}: no records (the IDX file holds shape {images.shape})")
+    X = images.reshape(len(images), -1).astype(np.float32)
     if images.dtype == np.uint8:
         X /= np.float32(255.0)
     return Records(X=X, labels=labels, ids=None, record_shape=tuple(int(d) for d in images.shape[1:]))

@@ -52,9 +52,9 @@ def read_member_ids(path: str | Path, *, id_column: str = _DEFAULT_ID) -> np.nda
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             if path.suffix.lower() == ".csv":
-                rows = [[cell.strip() for cell in row] for row in csv.reader(f) if row]
+                rows = [[_text(cell) for cell in row] for row in csv.reader(f) if row]
             else:
-                rows = [[line.strip()] for line in f.read().splitlines() if line.strip()]
+                rows = [[text] for text in map(_text, f.read().splitlines()) if text]
     except FileNotFoundError:
         raise DataError(f"{where}: does not exist; pass a file of member ids, one per line") from None
     except UnicodeDecodeError as exc:

@@ -46,7 +46,7 @@ def _few(values: Sequence[Any] | np.ndarray, n: int = 5) -> str:
 
 
 def _text(value: Any) -> str:
-    """A cell as text: None and NaN become "", integral floats "3" (not "3.0"), bytes are decoded."""
+    """A cell as text, stripped: None and NaN become "", integral floats "3" (not "3.0"), bytes are decoded."""
     if value is None:
         return ""
     if isinstance(value, bytes | np.bytes_):
@@ -56,7 +56,10 @@ def _text(value: Any) -> str:
         if math.isnan(number):
             return ""
         return str(int(number)) if number.is_integer() and abs(number) < 2**63 else repr(number)
-    return str(value).strip()
+    text = str(value).strip()
+    while text.endswith("\x00"):  # numpy strings drop trailing NULs: drop them here, so ids stay as checked
+        text = text.rstrip("\x00").rstrip()
+    return text
 
 
 def _objects(values: Sequence[Any]) -> np.ndarray:
