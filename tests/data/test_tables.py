@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -177,14 +178,16 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
         "x": [0.25, -1.5, 3.0],
         "n": pa.array([1, 2, 2**40], type=pa.int64()),
         "flag": [True, False, True],
+        "price": pa.array([Decimal("1.25"), Decimal("-2.50"), Decimal("0.00")], type=pa.decimal128(5, 2)),
         "label": pa.array(["a", "b", "a"]).dictionary_encode(),
         "member": [True, False, False],
     }
     pq.write_table(pa.table(data), tmp_path / "d.parquet")
     table = read_table(tmp_path / "d.parquet", exclude_columns=("member",))
     assert table.ids.tolist() == ["10", "11", "12"] and table.labels.tolist() == ["a", "b", "a"]
-    assert table.feature_names == ("x", "n", "flag")
-    np.testing.assert_array_equal(table.X, np.array([[0.25, 1, 1], [-1.5, 2, 0], [3, 2**40, 1]], dtype=np.float32))
+    assert table.feature_names == ("x", "n", "flag", "price")
+    expected = np.array([[0.25, 1, 1, 1.25], [-1.5, 2, 0, -2.5], [3, 2**40, 1, 0]], dtype=np.float32)
+    np.testing.assert_array_equal(table.X, expected)
     assert member_mask(table, member_column="member").tolist() == [True, False, False]
     pq.write_table(pa.table({"x": [1.0, 2.0], "label": [0.0, 1.0]}), tmp_path / "f.pq")
     floats = read_table(tmp_path / "f.pq")
@@ -493,6 +496,10 @@ def test_member_mask_errors(csv_file: Path, tmp_path: Path) -> None:
         member_mask(table, member_ids=["r1"], member_column="member")
     with pytest.raises(ConfigError, match=r"exactly one of them"):
         member_mask(table)
+    with pytest.raises(DataError, match=r"1 member ids are empty"):
+        member_mask(table, member_ids=["r1", None])
+    with pytest.raises(DataError, match=r"1 of 2 member ids are not ids of .* \('3'\)"):
+        member_mask(table, member_ids=np.array(["r1", 3], dtype=object))  # mixed types, compared as text
     with pytest.raises(DataError, match=r"every record is a member"):
         member_mask(table, member_ids=table.ids)
     with pytest.raises(DataError, match=r"no record is a member"):
@@ -575,3 +582,13 @@ def test_module_imports_alone_without_optional_packages(module: str) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"  # pyarrow and Pillow are imported only when a file needs them
+
+
+def test_module_doctests() -> None:
+    import doctest
+
+    from miaudit.data import images, membership, tables
+
+    for module in (images, membership, tables):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

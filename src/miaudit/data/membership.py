@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from miaudit._extras import require_extra
-from miaudit.data.tables import _DEFAULT_ID, Table, _few, _ids_from, _objects, _row_numbers, _text
+from miaudit.data.tables import _DEFAULT_ID, Table, _few, _objects, _row_numbers, _text
 from miaudit.errors import ConfigError, DataError
 
 __all__ = ["check_disjoint", "member_mask", "read_member_ids", "record_digests"]
@@ -159,7 +159,10 @@ def member_mask(
     if (member_ids is None) == (member_column is None):
         raise ConfigError("give the members either as a list of ids or as a member column, exactly one of them")
     if member_ids is not None:
-        wanted = _ids_from(np.unique(np.asarray(member_ids).astype(object)), where="member ids", column="ids")
+        texts = [_text(v) for v in np.asarray(member_ids, dtype=object).reshape(-1).tolist()]
+        if not all(texts):
+            raise DataError(f"{texts.count('')} member ids are empty; name each member by its id")
+        wanted = np.unique(np.asarray(texts, dtype=str))
         absent = np.setdiff1d(wanted, table.ids)
         if absent.size:
             raise DataError(

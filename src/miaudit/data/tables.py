@@ -18,6 +18,7 @@ import itertools
 import logging
 import math
 import operator
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,7 +178,7 @@ def _select_columns(
     exclude_columns: Sequence[str],
 ) -> _Columns:
     present = f"the columns present are {_few(names, 12)}"
-    dups = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
+    dups = sorted(name for name, count in Counter(names).items() if count > 1)
     if dups:
         raise DataError(f"{where}: the header names columns more than once ({_few(dups)}); give each column one name")
     if "" in names:
@@ -327,7 +328,8 @@ def _read_parquet(path: Path, select: dict[str, Any]) -> tuple[_Parts, _Columns]
         for j, name in enumerate(cols.features):
             column = table.column(name)
             kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
-            if not any(check(kind) for check in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)):
+            numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_decimal)
+            if not any(check(kind) for check in numeric):
                 first = column.slice(0, 1).to_pylist()[0]
                 not_numeric[name] = (0, f"{first} (type {column.type})")
                 continue
@@ -542,7 +544,8 @@ def read_table(
     given = [name for name, set_ in options.items() if set_]
     if given:
         raise ConfigError(
-            f"{', '.join(given)} do(es) not apply to {kind} ({where}); they are for CSV and Parquet files"
+            f"{', '.join(given)} do(es) not apply to {kind} ({where}): the column options are for CSV and Parquet "
+            "files, --labels for IDX files"
         )
     if path.is_dir():
         records = read_image_folder(path)
