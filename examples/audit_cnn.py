@@ -3,7 +3,7 @@
     python examples/audit_cnn.py [--out runs/example-cnn]
 
 It trains the CNN of ``examples/digits_cnn.py`` on a third of the digits for 60 epochs, saves its weights
-as safetensors (no pickle) and the images as an NPZ (``X`` flat, ``y``, ``ids``) with the member ids in a
+as safetensors (no pickle) and the images as an NPZ (``X`` of shape (n, 8, 8), ``y``, ``ids``) with the member ids in a
 CSV, then runs the audit a user would run, with shadow models of the same CNN (``--factory``):
 
     miaudit audit --model OUT/inputs/cnn.safetensors --factory examples.digits_cnn:make_cnn \
@@ -45,7 +45,7 @@ def make_inputs(folder: Path, *, seed: int = 0, epochs: int = 60) -> list[str]:
     )
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "cnn.safetensors"))
     ids = np.array([f"digit-{i:04d}" for i in range(len(y))])
-    np.savez(folder / "digits.npz", X=X, y=y, ids=ids)
+    np.savez(folder / "digits.npz", X=X.reshape(-1, 8, 8), y=y, ids=ids)  # images: the report draws them
     (folder / "members.csv").write_text("id\n" + "\n".join(ids[member]) + "\n")
     return [
         "--model", str(folder / "cnn.safetensors"),

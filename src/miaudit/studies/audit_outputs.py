@@ -44,7 +44,7 @@ def audit_outputs(
     from miaudit.data.membership import member_mask, read_member_ids
     from miaudit.data.tables import encode_labels, read_table
     from miaudit.metrics import best_threshold
-    from miaudit.targets.loaders import load_outputs
+    from miaudit.targets.outputs import load_outputs
 
     assert cfg.outputs is not None
     exclude = (cfg.member_column,) if cfg.member_column else ()

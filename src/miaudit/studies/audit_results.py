@@ -22,10 +22,10 @@ from miaudit.metrics import auc, bootstrap_ci, fpr_key, membership_metrics, thre
 
 __all__ = [
     "FLAG_LEVELS",
-    "chance_pvalue",
     "RECORD_COLUMNS",
     "AttackOutcome",
     "attack_outcome",
+    "chance_pvalue",
     "overall_verdict",
     "slice_metrics",
     "verdict_text",
@@ -127,7 +127,7 @@ def chance_pvalue(n_members: int, n_nonmembers: int, *, found: int, fpr: float) 
 
     if found <= 0:
         return 1.0
-    f = int(math.floor(fpr * n_nonmembers + 1e-9))
+    f = math.floor(fpr * n_nonmembers + 1e-9)
     return float(nhypergeom.sf(found - 1, n_members + n_nonmembers, n_members, f + 1))
 
 

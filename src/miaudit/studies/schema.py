@@ -75,6 +75,9 @@ ATTACK_ORDER: tuple[str, ...] = (
     "lira",
     "lira-offline",
     "rmia",
+    "label-gap",
+    "label-augment",
+    "label-noise",
 )
 #: setting fields that fill the constructor parameters of the same name of the named attack
 SHARED_ATTACK_FIELDS: tuple[str, ...] = (
