@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything miaudit needs on a fresh machine; safe to run again (it skips what is there).
 #   - a virtual environment in .venv (override with VENV=...)
-#   - torch 2.13.0 first (the CPU build), then the project, its dev tools and Dask (EXTRAS, default dev,dask:
-#     --workers/--scheduler train on a Dask cluster), constrained to that torch
+#   - torch 2.13.0 first (the CPU build), then the project, its dev tools and every extra (EXTRAS, default dev,all:
+#     Dask for --workers/--scheduler, skops/pyarrow/onnxruntime for audits, FastAPI/uvicorn/httpx for the prediction
+#     service, Opacus for DP accounting), constrained to that torch
 #   - the Fashion-MNIST files from Debian's package dataset-fashion-mnist, where missing
 #   - Debian's chromium (the report's browser test), where /usr/bin/chromium is missing
 #   - gcc (the training engine's compiled Adam step), where no C compiler is found; then builds it
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-dev,dask}
+EXTRAS=${EXTRAS:-dev,all}
 
 log() { printf '[setup] %s\n' "$*"; }
 

@@ -46,18 +46,34 @@ _EXPORTS: dict[str, str] = {
     "TrainSpec": "miaudit.training.specs",
     "train_models": "miaudit.training.trainer",
     "membership_metrics": "miaudit.metrics",
+    "audit": "miaudit.studies.audit",
+    "AuditResult": "miaudit.studies.audit",
+    "load_model": "miaudit.targets.loaders",
+    "load_outputs": "miaudit.targets.outputs",
+    "HttpTarget": "miaudit.targets.http",
+    "OutputPolicy": "miaudit.targets.policies",
+    "PolicyTarget": "miaudit.targets.policies",
+    "SklearnFamily": "miaudit.training.family",
+    "TorchFamily": "miaudit.training.family",
+    "BudgetExhaustedError": "miaudit.errors",
+    "read_table": "miaudit.data.tables",
+    "audit_privacy": "miaudit.studies.privacy_audit",
+    "epsilon_lower_bound": "miaudit.privacy",
 }
 
 __all__ = [
     "Attack",
     "AttackerKnowledge",
+    "AuditResult",
     "BlackBox",
+    "BudgetExhaustedError",
     "ChecksumError",
     "ConfidenceAttack",
     "ConfigError",
     "DataError",
     "Dataset",
     "EntropyAttack",
+    "HttpTarget",
     "LiRAAttack",
     "LiRAOfflineAttack",
     "LocalTarget",
@@ -68,20 +84,30 @@ __all__ = [
     "ModelSpec",
     "ModifiedEntropyAttack",
     "NotFittedError",
+    "OutputPolicy",
+    "PolicyTarget",
     "RMIAAttack",
     "ShadowModelAttack",
+    "SklearnFamily",
     "Target",
     "TargetError",
     "ThresholdAttack",
+    "TorchFamily",
     "TrainSpec",
     "TrainingError",
     "__version__",
     "as_target",
     "attack_names",
+    "audit",
+    "audit_privacy",
     "create_attack",
+    "epsilon_lower_bound",
     "load_dataset",
+    "load_model",
+    "load_outputs",
     "make_split",
     "membership_metrics",
+    "read_table",
     "train_models",
     "train_shadows",
 ]
@@ -119,7 +145,9 @@ if TYPE_CHECKING:  # pragma: no cover
         train_shadows,
     )
     from miaudit.data import Dataset, load_dataset, make_split
+    from miaudit.data.tables import read_table
     from miaudit.errors import (
+        BudgetExhaustedError,
         ChecksumError,
         ConfigError,
         DataError,
@@ -129,7 +157,15 @@ if TYPE_CHECKING:  # pragma: no cover
         TrainingError,
     )
     from miaudit.metrics import membership_metrics
+    from miaudit.privacy import epsilon_lower_bound
+    from miaudit.studies.audit import AuditResult, audit
+    from miaudit.studies.privacy_audit import audit_privacy
     from miaudit.targets import BlackBox, LocalTarget, Target, as_target
+    from miaudit.targets.http import HttpTarget
+    from miaudit.targets.loaders import load_model
+    from miaudit.targets.outputs import load_outputs
+    from miaudit.targets.policies import OutputPolicy, PolicyTarget
+    from miaudit.training.family import SklearnFamily, TorchFamily
     from miaudit.training.networks import MLPParams
     from miaudit.training.specs import ModelSpec, TrainSpec
     from miaudit.training.trainer import train_models
