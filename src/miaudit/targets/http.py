@@ -239,8 +239,8 @@ class HttpTarget(BlackBox):
             except httpx.TransportError as exc:
                 failure, connection = f"{type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}", True
             else:
-                if r.status_code != 429 and r.status_code < 500:
-                    return r
+                if r.status_code < 500 and (r.status_code != 429 or self._budget_spent(r)):
+                    return r  # a spent budget is not retried: it does not refill
                 failure, connection = f"HTTP {r.status_code}: {self._message(r)}", False
                 retry_after = r.headers.get("Retry-After")
             if attempt == self.max_retries:
@@ -282,6 +282,12 @@ class HttpTarget(BlackBox):
             )
         if code == 413:
             raise _TooLarge(message)
+        if code == 429:  # only a spent budget gets here (rate limits are retried)
+            cache = getattr(self, "_cache", None)
+            raise BudgetExhaustedError(
+                f"the prediction service at {self.url} answers no more records for {self._token_source} "
+                f"(HTTP 429: {message})" + (f"; the answers so far are cached in {cache.where}" if cache else "")
+            )
         if code == 422:
             raise TargetError(
                 f"the prediction service at {self.url} rejected the records (HTTP 422: {message}); check that they "
@@ -289,6 +295,10 @@ class HttpTarget(BlackBox):
             )
         hint = "; check that the URL is the service's root (without /v1/...)" if code in (404, 405) else ""
         raise TargetError(f"the prediction service at {self.url} answered HTTP {code}: {message}{hint}")
+
+    def _budget_spent(self, r: httpx.Response) -> bool:
+        """Whether a 429 says the token's total budget is spent (code ``budget_exhausted``), not a rate limit."""
+        return self._message(r).startswith("budget_exhausted:")
 
     def _message(self, r: httpx.Response) -> str:
         """The service's error message (protocol shape, else the start of the body), without the token."""
