@@ -302,3 +302,26 @@ def test_chunk_without_schedules_is_refused() -> None:
                    precision="f32")  # fmt: skip
     with pytest.raises(TrainingError, match=r"needs the chunk's DP-SGD schedules \(ChunkJob.dp\)"):
         train_stacked_dp(job)
+
+
+def test_workers_and_chunks_do_not_change_the_models(digits) -> None:
+    import pickle
+
+    from miaudit.training.engine.orchestration import train_batched as engine_train
+    from miaudit.training.executors import InProcessExecutor
+
+    X, y = digits
+    train = TrainSpec(epochs=1, batch_size=32, dp_noise_multiplier=0.8)
+    sets = [np.arange(k * 100, k * 100 + 300) for k in range(4)]
+    one = engine_train(X, y, sets, seeds=[0, 1, 2, 3], model=ONE_HIDDEN, train=train,
+                       executor=InProcessExecutor(n_workers=1))  # fmt: skip
+    many = engine_train(X, y, sets, seeds=[0, 1, 2, 3], model=ONE_HIDDEN, train=train,
+                        executor=InProcessExecutor(n_workers=2), memory_budget_bytes=2**20)  # fmt: skip
+    for a, b in zip(one, many, strict=True):
+        assert _max_diff(a, b) < 1e-6 and a.privacy == b.privacy
+    # a chunk travels to a worker (a Dask cluster) by pickling, with its schedules
+    job = ChunkJob(pool=torch.zeros(4, 65), labels=torch.zeros(4, dtype=torch.int64), train_sets=(np.arange(4),),
+                   seeds=(0,), positions=(0,), model=ONE_HIDDEN, train=train, precision="f32",
+                   dp=(DPSchedule(n=4, sample_rate=1.0, steps=1, expected_batch_size=4, noise_multiplier=0.8,
+                                  max_grad_norm=1.0, delta=0.25, accountant="rdp"),))  # fmt: skip
+    assert pickle.loads(pickle.dumps(job)).dp == job.dp

@@ -3,9 +3,10 @@
 The algorithm is :mod:`miaudit.training.dp`'s (Opacus's DP-SGD); here is how K models run it together:
 
 * **Batches.** Every model draws its own Poisson samples, :data:`~.planning.BLOCK_STEPS` steps at a
-  time, from its ``dp-sample`` stream. A block's batches are padded to one width, the block's largest
-  batch rounded up to a multiple of 8, with zero-weight rows: a padding row's output gradient is 0, so
-  it adds nothing to any norm or gradient. A step may have an empty batch (only noise then).
+  time, from its ``dp-sample`` stream. Each step's batches are padded to one width, that step's largest
+  batch rounded up to a multiple of :data:`PAD_TO`, with zero-weight rows: a padding row's output
+  gradient is 0, so it adds nothing to any norm or gradient. A step may have an empty batch (only
+  noise then). The step plans (buffers bound once) are kept per width while the stack is unchanged.
 * **Clipping without per-example gradients.** The backward pass first computes every layer's output
   gradient ``dz`` (each example's gradient of its own loss: row weight 1), then each example's gradient
   norm from ``||h_b||^2 ||dz_b||^2`` summed over layers (:func:`~miaudit.training.dp.per_example_sq_norms`,
@@ -13,7 +14,8 @@ The algorithm is :mod:`miaudit.training.dp`'s (Opacus's DP-SGD); here is how K m
   the expected batch size, and only then forms the weight gradients with the ordinary batched products.
 * **Noise.** Each model draws ``n_parameters`` Gaussian numbers per step from its ``dp-noise`` stream,
   in :func:`~miaudit.training.dp.noise_layout`'s order, scaled by ``sigma * C / expected_batch_size``
-  and added to its gradients; then the stack's Adam step, as without DP.
+  and added to its gradients; then the stack's Adam step, as without DP. A model's weights depend on
+  its stack only through rounding (the padded width follows the stack's largest batch).
 * **Dropout** masks come from ``torch_generator(seed, "dropout", layer)``, one row per real example in
   step order (as the plain loop draws them), so a model's training does not depend on its stack.
 
@@ -46,7 +48,7 @@ from miaudit.training.specs import ModelSpec, TrainSpec
 __all__ = ["DPStepPlan", "PoissonStream", "train_stacked_dp"]
 
 #: padded batch widths are multiples of this (fewer distinct step plans)
-PAD_TO = 8
+PAD_TO = 4
 
 
 class PoissonStream:
@@ -160,9 +162,11 @@ class DPStepPlan(StepPlan):
         self.max_grad_norm = train.max_grad_norm
         self.inv_batch = torch.tensor([1.0 / s.expected_batch_size for s in schedules]).view(K, 1)
         std = [s.noise_std / s.expected_batch_size for s in schedules]
-        self.noisy = [a for a, v in enumerate(std) if v > 0]
-        self.noise = torch.zeros(K, spec.n_parameters)
-        self.noise_std = torch.tensor(std).view(K, 1)
+        self.noisy = [(a, v) for a, v in enumerate(std) if v > 0]
+        self.noise = stack.buffer("dp-noise", (K, spec.n_parameters), torch.float32)  # shared by the stack's plans
+        for a, v in enumerate(std):
+            if v == 0:
+                self.noise[a].zero_()  # a model without noise (sigma 0) in a stack with noise: zeros, never drawn
         self.noise_views = _noise_views(stack, spec, self.noise)
         # each hidden layer's input as (K, batch, fan_in) (None: the pool's rows), and whether it has a bias block
         self.inputs = [(None if lay.folded else h_in, not lay.folded) for lay, _z, _h, h_in, _w, _b in self.hidden]
@@ -225,9 +229,8 @@ class DPStepPlan(StepPlan):
             if gb is not None:
                 torch.sum(dz, dim=1, keepdim=True, out=gb)
         if self.noisy:
-            for a in self.noisy:
-                torch.randn(self.noise.shape[1], generator=noise_gens[a], out=self.noise[a])
-            self.noise.mul_(self.noise_std)
+            for a, std in self.noisy:
+                self.noise[a].normal_(0.0, std, generator=noise_gens[a])
             for g, n in self.noise_views:
                 g.add_(n)
         self.adam()
