@@ -43,8 +43,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads or writes the user's cache of trained models: each gets a fresh one by default."""
+    """No test reads or writes the user's cache of trained models: each gets a fresh one by default.
+
+    The engine's path follows the fixed rules (``MIAUDIT_TUNING=off``): timing paths in every fresh cache
+    would cost seconds per test; tests/training/test_tuning.py turns tuning on where it tests it.
+    """
     monkeypatch.setenv("MIAUDIT_CACHE_DIR", str(tmp_path_factory.mktemp("default-cache")))
+    monkeypatch.setenv("MIAUDIT_TUNING", "off")
 
 
 @pytest.fixture(scope="session")

@@ -749,6 +749,15 @@ def _register_audit() -> None:
 _register_audit()
 
 
+def _register_tune() -> None:
+    from miaudit.cli_tune import tune_command
+
+    app.command("tune")(tune_command)
+
+
+_register_tune()
+
+
 def main() -> None:
     """Entry point of the console script (and of ``python -m miaudit``)."""
     with one_line_errors():

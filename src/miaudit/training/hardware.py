@@ -1,10 +1,12 @@
-"""What this CPU can do: native bf16 matrix units, available memory, measured matmul peak; denormals.
+"""What this CPU can do: its model, native bf16 matrix units, available memory, measured matmul peak; denormals.
 
-The batched engine asks :func:`resolve_precision` whether ``precision="auto"`` means bf16 or f32:
-bf16 only where the CPU has native bf16 matrix instructions (Intel AMX-BF16 or AVX512-BF16, or the
-Arm BF16 extension), detected from the CPU flags the kernel reports and confirmed with PyTorch's
-oneDNN backend; never guessed from the model name. Elsewhere bf16 still runs (slowly, emulated),
-but ``auto`` picks f32.
+The batched engine asks :func:`resolve_precision` whether ``precision="auto"`` means bf16 or f32.
+Given the workload (``model`` and ``train``), the answer is measured on this machine by
+:mod:`miaudit.training.tuning` (the faster of the two on the workload's shapes, cached; the fixed
+rule below with ``MIAUDIT_TUNING=off``). Without them, the fixed rule: bf16 only where the CPU has
+native bf16 matrix instructions (Intel AMX-BF16 or AVX512-BF16, or the Arm BF16 extension),
+detected from the CPU flags the kernel reports and confirmed with PyTorch's oneDNN backend; never
+guessed from the model name. Elsewhere bf16 still runs (slowly, emulated), but the rule picks f32.
 
 >>> resolve_precision("f32")
 'f32'
@@ -24,11 +26,13 @@ from pathlib import Path
 import torch
 
 from miaudit.errors import ConfigError
+from miaudit.training.specs import ModelSpec, TrainSpec
 
 __all__ = [
     "BF16_FLAGS",
     "available_memory_bytes",
     "cpu_flags",
+    "cpu_model",
     "denormals_flushed",
     "flush_denormals",
     "matmul_peak_gflops",
@@ -56,6 +60,20 @@ def cpu_flags() -> frozenset[str]:
     except OSError:
         return frozenset()
     return parse_cpu_flags(text)
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (``model name`` in /proc/cpuinfo, as ``lscpu`` prints it), else the platform's."""
+    try:
+        text = _CPUINFO.read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in ("model name", "cpu model", "hardware"):
+            return value.strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
@@ -89,19 +107,31 @@ def native_bf16() -> bool:
     return supported
 
 
-def resolve_precision(precision: str) -> str:
+def resolve_precision(precision: str, *, model: ModelSpec | None = None, train: TrainSpec | None = None) -> str:
     """Map a :class:`~miaudit.training.specs.TrainSpec` precision to the arithmetic actually used.
 
     Parameters
     ----------
     precision : {"auto", "f32", "bf16"}
+    model, train : ModelSpec, TrainSpec, optional
+        The workload. Given both, ``auto`` is the precision the engine will train it with: the
+        measured choice of :func:`miaudit.training.tuning.choose_path` (float32 for DP-SGD; the rule
+        below with ``MIAUDIT_TUNING=off``). Without them, the fixed rule.
 
     Returns
     -------
     {"f32", "bf16"}
-        ``auto`` becomes ``bf16`` where :func:`native_bf16` is true and ``f32`` elsewhere.
+        The fixed rule: ``auto`` becomes ``bf16`` where :func:`native_bf16` is true and ``f32`` elsewhere.
     """
     if precision == "auto":
+        if model is not None and train is not None:
+            import dataclasses
+
+            from miaudit.training.tuning import choose_path
+
+            if train.precision != "auto":
+                train = dataclasses.replace(train, precision="auto")
+            return choose_path(model=model, train=train).precision
         return "bf16" if native_bf16() else "f32"
     if precision in ("f32", "bf16"):
         return precision

@@ -1,9 +1,12 @@
-"""Orchestration: validate the request, build the shared pool, plan chunks, run them on an executor.
+"""Orchestration: validate the request, choose the path, build the shared pool, plan chunks, run them.
 
-Only the records some model trains on go into the pool, in the compute dtype, with a column of ones
-(layer 0's bias input) and, on the fused path, zero columns up to a multiple of 32. Each chunk is a
-:class:`~.planning.ChunkJob` run by :func:`train_chunk` on one of the executor's workers, on the
-fused path (:mod:`.fused`) where it applies and the stacked path (:mod:`.stacked`) elsewhere.
+The path (precision for ``auto``, fused or stacked, the Adam step, models per chunk) is chosen once
+per workload by :func:`miaudit.training.tuning.choose_path`: measured on this machine and cached, or
+the fixed rules with ``MIAUDIT_TUNING=off`` and for DP-SGD. Only the records some model trains on go
+into the pool, in the compute dtype, with a column of ones (layer 0's bias input) and, on the fused
+path, zero columns up to a multiple of 32. Each chunk is a :class:`~.planning.ChunkJob` run by
+:func:`train_chunk` on one of the executor's workers, on the fused path (:mod:`.fused`) or the
+stacked path (:mod:`.stacked`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ from miaudit.errors import DataError
 from miaudit.seeding import check_seed
 from miaudit.training.dp import dp_schedule, privacy_record
 from miaudit.training.engine.dp_stacked import train_stacked_dp
-from miaudit.training.engine.fused import fused_applies, padded_width, train_fused
+from miaudit.training.engine.fused import padded_width, train_fused
 from miaudit.training.engine.inference import predict_proba_stacked
 from miaudit.training.engine.planning import (
-    MAX_CHUNK,
     ChunkJob,
     bytes_per_model,
     default_memory_budget,
@@ -37,6 +39,7 @@ from miaudit.training.executors import Executor, InProcessExecutor
 from miaudit.training.hardware import flush_denormals, resolve_precision
 from miaudit.training.networks import MLPParams, shared_tensor
 from miaudit.training.specs import ModelSpec, TrainSpec
+from miaudit.training.tuning import choose_path
 
 __all__ = ["TrainedBatch", "train_batched", "train_chunk", "train_many"]
 
@@ -184,10 +187,14 @@ def _run(
         isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int) or memory_budget_bytes <= 0
     ):
         raise ValueError(f"memory_budget_bytes must be a positive integer or None; got {memory_budget_bytes!r}")
-    precision = "f32" if train.dp else resolve_precision(train.precision)
     K = len(sets)
     if K == 0:
-        return [], precision
+        return [], "f32" if train.dp else resolve_precision(train.precision)
+    # the path, chosen once per workload and process (timed at first use on this machine, then cached)
+    choice = choose_path(model=model, train=train)
+    precision = "f32" if train.dp else resolve_precision(train.precision, model=model, train=train)
+    if precision != choice.precision:  # resolve_precision replaced (tests of other CPUs): the path for it
+        choice = choose_path(model=model, train=dataclasses.replace(train, precision=precision))
     # DP-SGD: every model's schedule (noise calibrated) and the privacy it will spend, accounted before
     # training so that a missing accountant or an unreachable epsilon fails at once
     schedules = [dp_schedule(train, len(s)) for s in sets] if train.dp else None
@@ -196,7 +203,7 @@ def _run(
     # Only the records some model trains on go into the pool, in the compute dtype, with a ones column.
     used, inverse = np.unique(np.concatenate(sets), return_inverse=True)
     local = np.split(inverse.astype(np.int64), np.cumsum([len(s) for s in sets])[:-1])
-    fused = fused_applies(model, train, precision)
+    fused = choice.fused
     dtype = torch.bfloat16 if layer_layout(model, precision)[0].lowp else torch.float32
     # features, then a column of ones (layer 0's bias), then zero columns up to the fused path's width
     width = padded_width(model.n_features) if fused else model.n_features + 1
@@ -216,7 +223,7 @@ def _run(
         shared_bytes=pool.numel() * pool.element_size(),
         budget_bytes=budget,
         n_workers=executor.n_workers,
-        max_chunk=1 if fused else MAX_CHUNK,
+        max_chunk=choice.max_chunk,
     )
     jobs = [
         ChunkJob(
@@ -230,10 +237,22 @@ def _run(
             precision=precision,
             fused=fused,
             dp=tuple(schedules[k] for k in c) if schedules is not None else None,
+            adam=choice.adam,
         )
         for c in chunks
     ]
-    logger.info("training %d %s models in %d chunks (%s) with %r", K, model.name, len(jobs), precision, executor)
+    logger.info(
+        "training %d %s models in %d chunks (%s, %s path, %s Adam, at most %d per chunk: %s) with %r",
+        K,
+        model.name,
+        len(jobs),
+        precision,
+        choice.path,
+        choice.adam,
+        choice.max_chunk,
+        choice.source,
+        executor,
+    )
     done = 0
 
     def on_done(i: int, result: list[MLPParams]) -> None:

@@ -33,10 +33,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Most models per chunk (one chunk per worker thread at a time). On a 2-core Xeon with AMX,
-#: chunks of 8 to 32 cost within noise of each other per model (Python overhead per step falls,
-#: cache misses rise), 16 slightly least; chunks of 1-4 cost 15-25% more. Several chunks per worker
-#: also balance the load when other processes share the cores.
+#: Most models per chunk (one chunk per worker thread at a time) under the fixed rules
+#: (``MIAUDIT_TUNING=off``); otherwise :mod:`miaudit.training.tuning` measures the best chunk size for
+#: the workload. On a 2-core Xeon with AMX, chunks of 8 to 32 cost within noise of each other per
+#: model (Python overhead per step falls, cache misses rise), 16 slightly least; on an AMD EPYC
+#: without AMX, f32 was fastest at 4. Several chunks per worker also balance the load when other
+#: processes share the cores.
 MAX_CHUNK = 16
 #: Default memory budget: this fraction of MemAvailable, at most DEFAULT_BUDGET_CAP bytes.
 DEFAULT_BUDGET_FRACTION = 0.5
@@ -65,6 +67,9 @@ class ChunkJob:
     precision : {"f32", "bf16"}
     fused : bool
         Train on the compiled one-hidden-layer steps (:mod:`miaudit.training.engine.fused`).
+    adam : {"compiled", "torch"}
+        The stacked path's Adam step: the compiled one of ``_native/adam.c`` (where it builds; else
+        PyTorch's) or PyTorch's fused Adam (chosen by :mod:`miaudit.training.tuning`).
     dp : tuple of DPSchedule, optional
         With DP-SGD, each model's schedule (sampling rate, steps, noise), resolved before the chunk
         is sent (workers need no accountant); None without DP-SGD.
@@ -80,6 +85,7 @@ class ChunkJob:
     precision: str
     fused: bool = False
     dp: tuple[DPSchedule, ...] | None = None
+    adam: str = "compiled"
 
 
 def bytes_per_model(spec: ModelSpec, train: TrainSpec, precision: str) -> int:

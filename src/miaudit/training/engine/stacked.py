@@ -18,7 +18,8 @@ all parameters of all models (no Python loop over models or parameters inside a 
   Small layers, the softmax and the loss gradient stay float32.
 * Adam is the compiled step of ``_native/adam.c`` where it builds (bf16 gradients in, bf16 weight
   copies out, one pass; its buffers checked against the contract once per stack), else
-  ``torch._fused_adam_`` with the conversions around it. Both use the Adam constants of
+  ``torch._fused_adam_`` with the conversions around it; ``ChunkJob.adam`` says which (the tuner,
+  :mod:`miaudit.training.tuning`, times both on the machine). Both use the Adam constants of
   ``_native/adam.py``.
 """
 
@@ -55,7 +56,7 @@ def train_stacked(job: ChunkJob) -> list[MLPParams]:
     K, B = len(job.seeds), tr.batch_size
     gens = [torch_generator(s, "train") for s in job.seeds]
     stack = Stack.initial(spec, layers, [init_params(spec, g) for g in gens])
-    plan = StepPlan(stack, job.pool, B, tr, spec.dropout)
+    plan = StepPlan(stack, job.pool, B, tr, spec.dropout, adam=job.adam)
     streams = [MinibatchStream(s, g, tr.epochs, B) for s, g in zip(job.train_sets, gens, strict=True)]
     drop_gens = [[torch_generator(s, "dropout", i) for i in range(len(spec.hidden))] for s in job.seeds]
     keep_p = 1.0 - spec.dropout
@@ -95,7 +96,7 @@ def train_stacked(job: ChunkJob) -> list[MLPParams]:
                 active = [active[a] for a in keep]
                 if active:
                     stack = stack.select(keep)
-                    plan = StepPlan(stack, job.pool, B, tr, spec.dropout)
+                    plan = StepPlan(stack, job.pool, B, tr, spec.dropout, adam=job.adam)
     return [r for r in results if r is not None]
 
 
@@ -148,11 +149,21 @@ class StepPlan:
     preallocated memory: gather the minibatches, forward, softmax and loss gradient, hand-written
     backward (no input gradient for layer 1), then one Adam update over the flat buffers: the
     compiled step of :mod:`miaudit.training.native` (bf16 gradients in, bf16 weight copies out, one
-    pass), or where it is unavailable bf16 gradients to float32, ``torch._fused_adam_`` and float32
-    weights to their bf16 copies.
+    pass), or where it is unavailable or ``adam="torch"`` bf16 gradients to float32,
+    ``torch._fused_adam_`` and float32 weights to their bf16 copies (:mod:`miaudit.training.tuning`
+    times both and picks the faster on each machine).
     """
 
-    def __init__(self, stack: Stack, pool: torch.Tensor, batch: int, train: TrainSpec, dropout: float) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        pool: torch.Tensor,
+        batch: int,
+        train: TrainSpec,
+        dropout: float,
+        *,
+        adam: str = "compiled",
+    ) -> None:
         K, B = stack.K, batch
         layers = stack.layers
         self.stack, self.pool, self.train = stack, pool, train
@@ -202,10 +213,12 @@ class StepPlan:
             )
         n = stack.n_lowp
         self.lowp = (stack.P[:n], stack.G[:n]) if n else None
-        # the compiled Adam step (miaudit.training.native) where it builds, else PyTorch's fused Adam
-        # with the conversions around it; its calls: the bf16 prefix, then the float32 rest, each
-        # checked against the kernel's contract here, once per stack
-        self.native = load_native()
+        # the compiled Adam step (miaudit.training.native) where it builds and is chosen, else PyTorch's
+        # fused Adam with the conversions around it; its calls: the bf16 prefix, then the float32 rest,
+        # each checked against the kernel's contract here, once per stack
+        if adam not in ("compiled", "torch"):
+            raise TrainingError(f"adam must be 'compiled' or 'torch'; got {adam!r}")
+        self.native = load_native() if adam == "compiled" else None
         self.native_parts: list[AdamBuffers] = []
         if self.native is not None:
             parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
