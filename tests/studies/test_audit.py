@@ -69,7 +69,9 @@ def forest_case(
 def test_random_labels_are_found(tmp_path: Path) -> None:
     """A forest that memorised random labels: LiRA with forest references finds its members (AUC >= 0.95)."""
     case = forest_case(tmp_path, n=900, n_members=300, random_labels=True)
-    res = audit(**case, out=tmp_path / "audit", attacks=("lira", "loss"), trust=(TREE,), n_refs=8, report=False)
+    res = audit(
+        **case, out=tmp_path / "audit", attacks=("lira", "loss"), trust=(TREE,), n_refs=8, report=False, dp_epsilon=0.5
+    )
     rec = res.record
     assert rec["status"] == "complete"
     assert rec["shadows"]["family"] == "family"
@@ -80,16 +82,22 @@ def test_random_labels_are_found(tmp_path: Path) -> None:
     assert rec["verdict"]["leaks"] is True and rec["verdict"]["text"].startswith("leaks: at 0.1% FPR")
     lo, hi = rec["attacks"]["lira"]["intervals"]["auc"]
     assert lo <= rec["attacks"]["lira"]["metrics"]["auc"] <= hi
+    # a claim of epsilon 0.5 is contradicted by a model that memorised its members
+    assert rec["privacy"]["consistent"] is False and rec["privacy"]["epsilon_lb"] > 1.0
+    assert "contradicted" in rec["privacy"]["text"]
 
 
 def test_unseen_members_are_not_found(tmp_path: Path) -> None:
     """'Members' the model never saw: AUC 0.50 +- 0.03 and no leak claimed."""
     case = forest_case(tmp_path, n=6000, n_members=2000, random_labels=False, train_on_members=False)
-    res = audit(**case, out=tmp_path / "audit", attacks=("loss",), trust=(TREE,), report=False, n_boot=200)
+    res = audit(
+        **case, out=tmp_path / "audit", attacks=("loss",), trust=(TREE,), report=False, n_boot=200, dp_epsilon=1.0
+    )
     auc = res.record["attacks"]["loss"]["metrics"]["auc"]
     assert abs(auc - 0.5) <= 0.03, auc
     assert res.record["verdict"]["leaks"] is False
     assert res.record["verdict"]["text"].startswith("no leak measurable")
+    assert res.record["privacy"]["consistent"] is True and res.record["privacy"]["epsilon_lb"] < 0.3
 
 
 @pytest.fixture(scope="module")

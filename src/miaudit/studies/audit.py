@@ -189,6 +189,9 @@ def run_audit(
         write_json(out / "audit.json", record)
         raise
     record["verdict"] = overall_verdict(outcomes)
+    if cfg.dp_epsilon is not None and outcomes:
+        record["privacy"] = privacy_claim_check(outcomes, cfg.dp_epsilon, seed=cfg.seed)
+        say(f"privacy claim: {record['privacy']['text']}")
     record["status"] = "complete"
     record["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     record.setdefault("timings", {})["total"] = round(time.perf_counter() - t0, 3)
@@ -291,6 +294,43 @@ def _audit_model(
     write_exposed(out, outcomes, X=data.X, ids=data.ids, member=data.member, record_shape=data.record_shape)
     extra = {"queries": _queries(target, cfg)}
     return data, outcomes, extra
+
+
+def privacy_claim_check(outcomes: list[AttackOutcome], epsilon: float, *, seed: int) -> dict[str, Any]:
+    """Whether the measured leakage is consistent with an (epsilon, delta) differential-privacy claim.
+
+    Each evaluated record is one trial of the strongest attack (members and non-members); the empirical lower
+    bound on epsilon (:func:`miaudit.privacy.epsilon_lower_bound_from_scores`: Clopper-Pearson at 95%, the
+    threshold chosen on half of the trials and the bound computed on the other half) is set beside the claim,
+    with delta = 1 / (number of evaluated records). A bound above the claim contradicts it. The trials come
+    from one model, so the bound is rigorous when the members were drawn at random from the evaluated records
+    (the one-run setting of Steinke et al. 2023); a bound at or below the claim never proves it: canary-based
+    audits (:func:`miaudit.studies.privacy_audit.audit_privacy`) are the stronger test.
+    """
+    from miaudit.privacy import epsilon_lower_bound_from_scores
+
+    best = max(outcomes, key=lambda o: o.strength)
+    delta = 1.0 / len(best.scores)
+    bound = epsilon_lower_bound_from_scores(best.scores, best.member, delta=delta, alpha=0.05, seed=seed)
+    consistent = bound.epsilon_lb <= epsilon
+    text = (
+        f"the {best.name} attack's empirical lower bound on epsilon is {bound.epsilon_lb:.3f} (95% confidence, "
+        f"delta {delta:.2g}), "
+        + (
+            f"consistent with the claimed epsilon {epsilon:g} (a lower bound does not prove the claim)"
+            if consistent
+            else f"ABOVE the claimed epsilon {epsilon:g}: the claim is contradicted"
+        )
+    )
+    return {
+        "epsilon_claimed": epsilon,
+        "epsilon_lb": bound.epsilon_lb,
+        "delta": delta,
+        "attack": best.name,
+        "consistent": consistent,
+        "bound": bound.to_dict(),
+        "text": text,
+    }
 
 
 def _stage(progress: Progress | None, name: str) -> Callable[[int, int], None] | None:

@@ -170,7 +170,9 @@ def load_audit_config(path: str | Path | None = None, **overrides: Any) -> Audit
     for key, value in overrides.items():
         if value is None:
             continue
-        if key in ServiceOptions.model_fields:
+        if key in AuditConfig.model_fields:  # the audit's own first: dp_epsilon is the claim, not a recipe
+            data[key] = value
+        elif key in ServiceOptions.model_fields:
             data.setdefault("service", {})[key] = value
         elif key in TrainRecipe.model_fields:
             data.setdefault("train", {})[key] = value

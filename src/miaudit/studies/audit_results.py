@@ -64,6 +64,7 @@ class AttackOutcome:
     ----------
     name : str
     scores : ndarray of shape (n_samples,)
+    member : ndarray of shape (n_samples,), bool
     threshold : float
     metrics : dict (:func:`~miaudit.metrics.membership_metrics`)
     intervals : dict
@@ -76,6 +77,7 @@ class AttackOutcome:
 
     name: str
     scores: np.ndarray
+    member: np.ndarray
     threshold: float
     metrics: dict[str, Any]
     intervals: dict[str, Any]
@@ -109,7 +111,7 @@ def attack_outcome(
         t = threshold_for_fpr(scores[~member], level)
         thresholds[fpr_key(level)] = t
         flagged[fpr_key(level)] = int(np.count_nonzero(member & (scores >= t)))
-    return AttackOutcome(name, scores, float(threshold), metrics, intervals, flagged, thresholds)
+    return AttackOutcome(name, scores, member, float(threshold), metrics, intervals, flagged, thresholds)
 
 
 def chance_pvalue(n_members: int, n_nonmembers: int, *, found: int, fpr: float) -> float:
