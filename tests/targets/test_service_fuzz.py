@@ -87,7 +87,7 @@ def test_fuzz_the_schema(
     @given(case=operation.as_strategy(mode))
     def run(case: Any) -> None:
         if fit_width:
-            case.body = {"records": [(list(r) + [0.0, 0.0])[:2] for r in case.body["records"]]}
+            case.body = {"records": [[*r, 0.0, 0.0][:2] for r in case.body["records"]]}
         response = case.call_and_validate(
             headers=AUTH if authorised else None,
             excluded_checks=[positive_data_acceptance],  # a record's width is the model's, not the schema's
