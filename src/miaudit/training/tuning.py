@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import json
 import logging
@@ -111,6 +112,8 @@ DEFAULT_SECONDS = 1.5
 #: Records in the synthetic pool a stacked candidate gathers its minibatches from.
 POOL_ROWS = 8192
 _MIN_STEPS = 2
+#: a larger chunk is tried only while each one is at least 3% faster per model than the best before it
+_GAIN = 0.97
 _FORMAT = 1
 _PATHS = ("stacked", "fused")
 _ADAMS = ("compiled", "torch")
@@ -287,9 +290,10 @@ def pick_fastest(
     every measurement runs a warm-up step and at least two timed steps):
 
     1. per precision, chunk sizes in ascending order with the first candidate's Adam step (the fixed
-       rules' path comes first), stopping once a size is 20% slower than the best so far (the cost per
-       model falls with the chunk size while Python's share shrinks, then rises with cache misses);
-       and the fused path where it is a candidate;
+       rules' path comes first), stopping at the first size that is not at least 3% faster per model
+       than the best before it (the cost per model falls with the chunk size while Python's share
+       shrinks, then rises with cache misses; larger stacks also cost more to time); and the fused path
+       where it is a candidate;
     2. the other Adam step at each precision's best chunk size;
     3. the two fastest timed again; the best time of each counts.
 
@@ -332,7 +336,7 @@ def pick_fastest(
             lead = math.inf
             for c in sorted((c for c in stacked if c.adam == adam), key=lambda c: c.chunk):
                 t = timed(c)
-                if t > 1.2 * lead:
+                if t > _GAIN * lead:
                     break
                 lead = min(lead, t)
         for c in mine:
@@ -372,11 +376,20 @@ def _timed(run: Callable[[int], None], seconds: float) -> list[float]:
     deadline = time.perf_counter() + seconds
     i = 1
     while len(times) < _MIN_STEPS or time.perf_counter() < deadline:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()  # this thread's CPU time: other processes on shared cores do not count
         run(i)
-        times.append(time.perf_counter() - t0)
+        times.append(time.thread_time() - t0)
         i += 1
     return times
+
+
+@functools.lru_cache(maxsize=2)
+def _pool(n_features: int, n_classes: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic records (POOL_ROWS, n_features + 1) in ``dtype`` with the ones column, and labels (only read)."""
+    gen = torch.Generator().manual_seed(1)
+    pool = torch.rand(POOL_ROWS, n_features + 1, generator=gen).to(dtype)
+    pool[:, n_features] = 1.0
+    return pool, torch.randint(n_classes, (POOL_ROWS,), generator=gen)
 
 
 def _time_stacked(c: Candidate, model: ModelSpec, train: TrainSpec, seconds: float) -> float:
@@ -385,9 +398,7 @@ def _time_stacked(c: Candidate, model: ModelSpec, train: TrainSpec, seconds: flo
     K, B, C, S = c.chunk, train.batch_size, model.n_classes, 4
     stack = Stack.initial(model, layers, [init_params(model, gen) for _ in range(K)])
     dtype = torch.bfloat16 if layers[0].lowp else torch.float32
-    pool = torch.rand(POOL_ROWS, model.n_features + 1, generator=gen).to(dtype)
-    pool[:, model.n_features] = 1.0
-    labels = torch.randint(C, (POOL_ROWS,), generator=gen)
+    pool, labels = _pool(model.n_features, C, dtype)
     plan = StepPlan(stack, pool, B, train, model.dropout, adam=c.adam)
     idx = torch.randint(POOL_ROWS, (S, K, B), generator=gen)
     w = torch.full((S, K, B), 1.0 / B)
