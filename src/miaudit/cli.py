@@ -749,6 +749,15 @@ def _register_audit() -> None:
 _register_audit()
 
 
+def _register_serve() -> None:
+    from miaudit.cli_serve import serve_command
+
+    app.command("serve")(serve_command)
+
+
+_register_serve()
+
+
 def _register_tune() -> None:
     from miaudit.cli_tune import tune_command
 
