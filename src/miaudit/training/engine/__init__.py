@@ -15,6 +15,8 @@ One concern per module:
   ``(K, fan_in, fan_out)`` tensors; each step a handful of batched matrix products with a
   hand-written backward pass and one fused Adam update over a single flat buffer (the compiled step
   of ``_native/adam.c`` where it builds).
+* :mod:`.dp_stacked`: DP-SGD on the stacked path (Poisson batches, per-example clipping from each
+  layer's input and output gradient, each model's noise); the algorithm is :mod:`miaudit.training.dp`'s.
 * :mod:`.fused`: the fused path. One-hidden-layer networks in bf16 on a CPU with AMX train one model
   at a time on compiled steps (``_native/mlp1.c``) with its state in the core's cache.
 * :mod:`.inference`: every model's probabilities on shared records (:func:`predict_proba_stacked`).
