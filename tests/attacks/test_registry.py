@@ -25,8 +25,13 @@ BUILTINS = {
     "lira": "LiRAAttack",
     "lira-offline": "LiRAOfflineAttack",
     "rmia": "RMIAAttack",
+    "label-gap": "LabelGapAttack",
+    "label-augment": "LabelAugmentAttack",
+    "label-noise": "LabelNoiseAttack",
 }
-ATTACK_MODULES = [f"miaudit.attacks.{m}" for m in ("shadow", "threshold", "mlleaks", "lira", "rmia", "base")]
+ATTACK_MODULES = [
+    f"miaudit.attacks.{m}" for m in ("shadow", "threshold", "mlleaks", "lira", "rmia", "label_only", "base")
+]
 
 
 @pytest.fixture
@@ -63,9 +68,9 @@ def _entry_points(monkeypatch: pytest.MonkeyPatch, **points: str) -> None:
     monkeypatch.setattr(registry, "_plugin_entry_points", lambda: dict(eps))
 
 
-def test_attack_names_lists_the_nine_builtins(clean_registry: None) -> None:
+def test_attack_names_lists_the_twelve_builtins(clean_registry: None) -> None:
     assert registry.attack_names() == sorted(BUILTINS)
-    assert len(registry.attack_names()) == 9
+    assert len(registry.attack_names()) == 12
 
 
 @pytest.mark.parametrize(("name", "class_name"), sorted(BUILTINS.items()))
@@ -80,7 +85,7 @@ def test_builtins_load_by_name_and_carry_their_name(clean_registry: None, name: 
 
 
 def test_unknown_name_lists_the_choices(clean_registry: None) -> None:
-    with pytest.raises(ConfigError, match=r"unknown attack 'lira2'; choose one of: confidence, entropy, lira, "):
+    with pytest.raises(ConfigError, match=r"unknown attack 'lira2'; choose one of: confidence, entropy, label-"):
         registry.create_attack("lira2")
     with pytest.raises(ConfigError, match=r"unknown attack 'nope'.*modified-entropy, rmia, shokri"):
         registry.attack_class("nope")
@@ -103,7 +108,7 @@ def test_importing_the_registry_imports_no_attack_module() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[:2] == ["9 False []", "True"]
+    assert proc.stdout.split("\n")[:2] == ["12 False []", "True"]
 
 
 def test_entry_point_adds_an_attack(clean_registry: None, monkeypatch: pytest.MonkeyPatch) -> None:

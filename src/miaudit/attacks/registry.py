@@ -55,6 +55,9 @@ BUILTIN_ATTACKS: Mapping[str, str] = MappingProxyType(
         "lira": "miaudit.attacks.lira:LiRAAttack",
         "lira-offline": "miaudit.attacks.lira:LiRAOfflineAttack",
         "rmia": "miaudit.attacks.rmia:RMIAAttack",
+        "label-gap": "miaudit.attacks.label_only:LabelGapAttack",
+        "label-augment": "miaudit.attacks.label_only:LabelAugmentAttack",
+        "label-noise": "miaudit.attacks.label_only:LabelNoiseAttack",
     }
 )
 
