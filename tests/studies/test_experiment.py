@@ -89,15 +89,16 @@ def test_every_registered_attack_runs_in_a_study_and_planning_trains_everything_
     ex.plan([(s, 0) for s in settings])
     planned = ex.stats.models_trained
     # target + 3 shadows (shared by shokri, the threshold attacks and ML-Leaks) + lira's 4 references +
-    # lira-offline's 4 and a pseudo-target + rmia's 4 (its pseudo-target is lira-offline's: same records and seed)
+    # lira-offline's 4 and a pseudo-target + rmia's 4 (its pseudo-target is lira-offline's: same records and seed);
+    # the label-only attacks calibrate on the threshold attacks' shadows
     assert planned == 1 + 3 + 4 + 5 + 4
     evaluations = [ex.evaluate(s, 0) for s in settings]
     assert ex.stats.models_trained == planned  # the dry runs found every model the attacks train
     assert [e.setting.attack for e in evaluations] == [s.attack for s in settings]
-    assert len({e.setting.setting_id for e in evaluations}) == 9
+    assert len({e.setting.setting_id for e in evaluations}) == 12
     for e in evaluations:
         assert 0.0 <= e.metrics["auc"] <= 1.0 and e.queries >= 400
-    assert ex.stats.attacks_run == 9
+    assert ex.stats.attacks_run == 12
 
 
 def test_rerun_trains_nothing_and_gives_the_same_numbers(tmp_path) -> None:
