@@ -269,3 +269,28 @@ def test_toml_file_paths_relative_to_it_and_flags_override(tmp_path: Path) -> No
         load_audit_config(tmp_path / "unknown.toml")
     with pytest.raises(ConfigError, match="does not exist"):
         load_audit_config(tmp_path / "missing.toml")
+
+
+def test_label_only_model_gets_label_only_attacks(tmp_path: Path) -> None:
+    """A model that answers labels only (1-nearest neighbour: one-hot rows): the label-only attacks run."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, 5)).astype(np.float32)
+    y = rng.integers(0, 4, size=600)  # random labels: only memorisation makes members correct
+    ids = [f"k{i}" for i in range(600)]
+    members = np.arange(200)
+    skops_io.dump(KNeighborsClassifier(n_neighbors=1).fit(X[members], y[members]), tmp_path / "knn.skops")
+    res = audit(
+        model=tmp_path / "knn.skops", data=write_csv(tmp_path / "d.csv", X, y, ids),
+        members=write_ids(tmp_path / "m.csv", [ids[i] for i in members]), out=tmp_path / "o", report=False,
+        n_shadows=2, n_boot=100,
+        trust=("sklearn.metrics._dist_metrics.EuclideanDistance64", "sklearn.neighbors._kd_tree.KDTree"),
+    )  # fmt: skip
+    rec = res.record
+    assert rec["target"]["answers"] == "labels"
+    assert set(rec["attacks"]) == {"label-noise", "label-gap"}
+    acc_m, acc_n = rec["target"]["member_accuracy"], rec["target"]["nonmember_accuracy"]
+    # the gap attack's AUC has a closed form: 0.5 + (accuracy on members - on non-members) / 2
+    assert rec["attacks"]["label-gap"]["metrics"]["auc"] == pytest.approx(0.5 + (acc_m - acc_n) / 2, abs=1e-12)
+    assert acc_m == 1.0 and rec["attacks"]["label-noise"]["metrics"]["auc"] > 0.75

@@ -91,6 +91,8 @@ def attack_params(name: str, cfg: AuditConfig, data: AuditData) -> dict[str, Any
         # online LiRA pads the evaluated records with population records; offline attacks need 4 x the size
         "ref_train_size": max(1, min(m, (p + len(data.y)) // 2)) if name == "lira" else max(1, min(m, p // 4)),
     }
+    if data.record_shape:
+        sized["record_shape"] = data.record_shape  # label-augment shifts and flips images of this shape
     kwargs = {k: v for k, v in sized.items() if k in takes}
     kwargs.update(cfg.attack_params.get(name, {}))
     return kwargs
@@ -250,10 +252,15 @@ def _audit_model(
     outcomes: list[AttackOutcome] = []
     tables: list[dict[str, np.ndarray]] = []
     class_names = [str(c) for c in data.classes]
-    for i, name in enumerate(cfg.chosen_attacks()):
+    attacks = cfg.chosen_attacks()
+    if not cfg.attacks and record["target"]["answers"] == "labels":
+        # a label-only model: the attacks that read labels alone (Choquette-Choo et al. 2021)
+        attacks = ("label-noise", "label-gap") + (("label-augment",) if data.record_shape else ())
+        say(f"the model answers labels only: running {', '.join(attacks)}")
+    for i, name in enumerate(attacks):
         params = attack_params(name, cfg, data)
         attack = create_attack(name, **params, seed=derive_seed(cfg.seed, "attack", name))
-        say(f"[{i + 1}/{len(cfg.chosen_attacks())}] {name}: fitting")
+        say(f"[{i + 1}/{len(attacks)}] {name}: fitting")
         before = getattr(target, "n_queries", 0)
         t1 = time.perf_counter()
         attack.fit(kn, progress=_stage(progress, name))
