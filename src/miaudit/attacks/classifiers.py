@@ -17,17 +17,21 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC, LinearSVC
+from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
+from miaudit.attacks.rbf_svm import RBFSVC, reference_rbf_svm, single_threaded_blas
 from miaudit.errors import ConfigError
 
 __all__ = [
     "ATTACK_MODELS",
     "FEATURE_SETS",
+    "RBFSVC",
     "attack_features",
     "classifier_scores",
     "make_attack_model",
+    "reference_rbf_svm",
+    "single_threaded_blas",
 ]
 
 _EPS = 1e-12
@@ -47,7 +51,7 @@ def _linear_svm(seed: int) -> Any:
 
 
 def _rbf_svm(seed: int) -> Any:
-    return SVC(kernel="rbf", class_weight="balanced", gamma="scale", cache_size=1000, random_state=seed)
+    return RBFSVC(class_weight="balanced", cache_size=1000, random_state=seed)
 
 
 #: name -> factory(seed) of an unfitted scikit-learn classifier

@@ -13,7 +13,9 @@ attacks on the first 2, 3, ..., 9 of them.
 from __future__ import annotations
 
 import logging
+import os
 from abc import abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -26,6 +28,7 @@ from miaudit.attacks.classifiers import (
     attack_features,
     classifier_scores,
     make_attack_model,
+    single_threaded_blas,
 )
 from miaudit.errors import ConfigError, DataError
 from miaudit.seeding import check_seed, derive_seed, make_rng
@@ -34,6 +37,9 @@ from miaudit.targets.base import Target
 __all__ = ["ShadowData", "ShadowModelAttack", "ShadowTrainedAttack", "draw_shadow_sets", "train_shadows"]
 
 logger = logging.getLogger(__name__)
+
+#: threads fitting a per-class attack's classifiers side by side (one model per thread)
+FIT_THREADS = min(2, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -290,12 +296,16 @@ class ShadowModelAttack(ShadowTrainedAttack):
             raise ConfigError(f"max_train_samples must be None or an integer >= 10; got {cap!r}")
 
     def _fit_shadow_data(self, data: ShadowData) -> Self:
-        """Fit the attack classifier(s) on shadow outputs already computed."""
-        F = attack_features(data.probs, data.labels, features=self.features)
+        """Fit the attack classifier(s) on shadow outputs already computed.
+
+        Each classifier's features are computed on its own (subsampled) rows only, and the global and
+        per-class classifiers are fitted on :data:`FIT_THREADS` threads (libsvm, liblinear and the tree
+        release the GIL); each fit is independent, so the models are those of fitting them one by one.
+        BLAS runs on one thread meanwhile (:func:`~miaudit.attacks.classifiers.single_threaded_blas`).
+        """
         target = data.is_member.astype(int)
         seed = derive_seed(self.seed, "attack-model") % 2**32  # scikit-learn takes 32-bit seeds
-        rows = self._subsample(target, np.ones(len(target), bool), "all")
-        models: dict[Any, Any] = {None: make_attack_model(self.attack_model, seed=seed).fit(F[rows], target[rows])}
+        jobs: list[tuple[int | None, np.ndarray]] = [(None, self._subsample(target, np.ones(len(target), bool), "all"))]
         if self.per_class:
             for c in np.unique(data.labels):
                 in_class = data.labels == c
@@ -304,8 +314,20 @@ class ShadowModelAttack(ShadowTrainedAttack):
                         "class %d has only one membership label in the shadow data; using the global model", c
                     )
                     continue
-                rows = self._subsample(target, in_class, int(c))
-                models[int(c)] = make_attack_model(self.attack_model, seed=seed).fit(F[rows], target[rows])
+                jobs.append((int(c), self._subsample(target, in_class, int(c))))
+
+        def fit_one(job: tuple[int | None, np.ndarray]) -> tuple[int | None, Any]:
+            key, rows = job
+            F = attack_features(data.probs[rows], data.labels[rows], features=self.features)
+            return key, make_attack_model(self.attack_model, seed=seed).fit(F, target[rows])
+
+        workers = min(FIT_THREADS, len(jobs))
+        with single_threaded_blas():
+            if workers > 1:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="miaudit-attack-fit") as pool:
+                    models: dict[Any, Any] = dict(pool.map(fit_one, jobs))
+            else:
+                models = dict(map(fit_one, jobs))
         self.attack_models_ = models
         self.n_shadow_records_ = len(target)
         self.n_classes_ = data.probs.shape[1]
@@ -329,12 +351,13 @@ class ShadowModelAttack(ShadowTrainedAttack):
 
     def _score_outputs(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
         F = attack_features(P, y, features=self.features)
-        s = classifier_scores(self.attack_models_[None], F)
-        if self.per_class:
-            for c, m in self.attack_models_.items():
-                if c is None:
-                    continue
-                rows = y == c
-                if rows.any():
-                    s[rows] = classifier_scores(m, F[rows])
+        with single_threaded_blas():
+            s = classifier_scores(self.attack_models_[None], F)
+            if self.per_class:
+                for c, m in self.attack_models_.items():
+                    if c is None:
+                        continue
+                    rows = y == c
+                    if rows.any():
+                        s[rows] = classifier_scores(m, F[rows])
         return s
