@@ -29,12 +29,13 @@ the attack's first training call) and trains all of them together, in large batc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ from miaudit.metrics import FPR_LEVELS, membership_metrics
 from miaudit.seeding import derive_seed, make_rng
 from miaudit.studies.cache import TRAIN_CHUNK, Cache, CachingTrainer, array_digest, key_hash, model_key, train_key
 from miaudit.studies.schema import RunSpec, Setting
+from miaudit.targets.base import BlackBox
 from miaudit.targets.local import LocalTarget
 from miaudit.training.distributed import executor_for
 from miaudit.training.engine.planning import MAX_CHUNK
@@ -106,6 +108,8 @@ class TargetInfo:
     n_train: int
     train_accuracy: float
     test_accuracy: float
+    #: test accuracy of the answers the target's API gives (its output policy applied), None without a policy
+    served_test_accuracy: float | None = None
 
     @property
     def generalization_gap(self) -> float:
@@ -389,7 +393,7 @@ class Experiment:
         evaluated = np.concatenate([sp.members[:n], sp.nonmembers[:n]])
         attacker = ModelSpec.from_arch(st.attacker_arch, n_features=ds.n_features, n_classes=ds.n_classes).to_dict()
         attacker.pop("name")
-        return {
+        key = {
             "v": EVAL_KEY_VERSION,
             "target": self.target_key(st, seed),
             "attack": st.attack,
@@ -397,6 +401,11 @@ class Experiment:
             "knowledge": {"population": population, "model": attacker, "train": train_key(self.train_spec(st))},
             "records": array_digest(ds.X[evaluated], ds.y[evaluated]),
         }
+        if st.output_policy != "full":  # absent at the defaults: earlier evaluations keep their keys
+            key["policy"] = st.output_policy
+        if st.transport != "local":
+            key["transport"] = st.transport
+        return key
 
     def _models_per_call(self) -> int:
         """On a cluster, models per engine call and cache checkpoint: a full chunk for every worker."""
@@ -433,8 +442,8 @@ class Experiment:
         t1 = time.perf_counter()
         fit_train = self.stats.training_s - train_before
         ds = self.view(st.dataset, st.classes)
-        black_box = LocalTarget(target.model)
-        scores = attack.score(black_box, ds.X[target.eval_idx], ds.y[target.eval_idx])
+        with self._black_box(st, target) as black_box:
+            scores = attack.score(black_box, ds.X[target.eval_idx], ds.y[target.eval_idx])
         t2 = time.perf_counter()
         score_train = self.stats.training_s - train_before - fit_train
         fit_s, score_s = max(0.0, t1 - t0 - fit_train), max(0.0, t2 - t1 - score_train)
@@ -446,12 +455,40 @@ class Experiment:
             "queries": int(black_box.n_queries),
             "fit_s": round(fit_s, 4),
             "score_s": round(score_s, 4),
-            "target": dataclasses.asdict(target.info),
+            "target": dataclasses.asdict(self._served_info(st, target)),
             "attack_params": _jsonable(attack.get_params()),
         }
         if self.cache is not None:
             self.cache.put("evals", key, {"scores": scores, "is_member": target.is_member}, meta)
         return self._from_cache(st, seed, {"scores": scores, "is_member": target.is_member}, meta, fresh=True)
+
+    @contextlib.contextmanager
+    def _black_box(self, st: Setting, target: TrainedTarget) -> Iterator[BlackBox]:
+        """What the attacker queries: the target behind its output policy, in process or served over HTTP."""
+        local: BlackBox = LocalTarget(target.model)
+        if st.transport == "http":
+            from miaudit.targets.served import served_target
+
+            with served_target(local, policy=st.output_policy) as remote:
+                yield remote
+        elif st.output_policy != "full":
+            from miaudit.targets.policies import PolicyTarget
+
+            yield PolicyTarget(local, st.output_policy)
+        else:
+            yield local
+
+    def _served_info(self, st: Setting, target: TrainedTarget) -> TargetInfo:
+        """The target's info, with its test accuracy as its API answers (the policy's utility) when there is one."""
+        if st.output_policy == "full":
+            return target.info
+        from miaudit.targets.policies import PolicyTarget
+
+        ds = self.view(st.dataset, st.classes)
+        out = target.eval_idx[~target.is_member]
+        answers = PolicyTarget(LocalTarget(target.model), st.output_policy).predict_proba(ds.X[out])
+        served = float(np.mean(answers.argmax(axis=1) == ds.y[out]))
+        return dataclasses.replace(target.info, served_test_accuracy=served)
 
     @staticmethod
     def _from_cache(

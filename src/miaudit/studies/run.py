@@ -209,9 +209,7 @@ def run_studies(
         "versions": versions(),
         "hardware": hardware(),
         "engine": {"engine": run.engine, "precision": run.precision},
-        "studies": {
-            s.id: {"title": s.title, "paper_ref": s.paper_ref, "description": s.description} for s in studies
-        },
+        "studies": {s.id: {"title": s.title, "paper_ref": s.paper_ref, "description": s.description} for s in studies},
         "cache": str(cache.root),
     }
     write_json(out / "manifest.json", manifest)
@@ -239,6 +237,8 @@ def run_studies(
     write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
     write_scores(out / "scores", scores)
     write_json(out / "findings.json", findings)
+    # every setting in full, by id: what the tables' columns do not show (defences, policies, labels)
+    write_json(out / "settings.json", {s.setting_id: s.model_dump(mode="json") for s in settings})
     manifest.update(
         status="complete",
         finished=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

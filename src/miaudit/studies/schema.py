@@ -30,7 +30,7 @@ import re
 import tomllib
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -210,6 +210,7 @@ class Setting(_Frozen):
     """One attack evaluation, but for its seed. Defaults are the seed study's best run."""
 
     study: str = Field(default="attack", pattern=r"^[A-Za-z0-9_.-]+$")
+    label: str | None = Field(default=None, max_length=80, description="a name for tables, e.g. an arm's ('DP, eps 1')")
     # the data and the target
     dataset: str = "fashion-mnist"
     classes: int | None = Field(default=None, ge=2, description="keep the first N classes (None: all)")
@@ -229,6 +230,13 @@ class Setting(_Frozen):
     features: str = "rich"
     n_refs: int | None = Field(default=None, ge=1, le=4096, description="reference models (None: the attack's)")
     ref_train_size: int | None = Field(default=None, ge=1, description="None: target_size")
+    # what the attacker sees of the target: the answers its API lets out, in process or over HTTP
+    output_policy: str = Field(
+        default="full", description="full, top_k:K, rounding:D, temperature:T, label_only, noise:S"
+    )
+    transport: Literal["local", "http"] = Field(
+        default="local", description="http: served on 127.0.0.1, attacked over it"
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -244,6 +252,13 @@ class Setting(_Frozen):
     @classmethod
     def _attack_known(cls, v: str) -> str:
         return _choice("attack", v, known_attacks())
+
+    @field_validator("output_policy")
+    @classmethod
+    def _policy_known(cls, v: str) -> str:
+        from miaudit.targets.policies import OutputPolicy
+
+        return OutputPolicy.from_string(v).to_string()
 
     @field_validator("attack_model")
     @classmethod

@@ -95,6 +95,8 @@ def result_rows(ev: Evaluation, *, n_classes: int) -> list[ResultRow]:
     values["target_train_accuracy"] = ev.target.train_accuracy
     values["target_test_accuracy"] = ev.target.test_accuracy
     values["generalization_gap"] = ev.target.generalization_gap
+    if ev.target.served_test_accuracy is not None:  # the utility of the answers the target's API gives
+        values["served_test_accuracy"] = ev.target.served_test_accuracy
     values["queries"] = float(ev.queries)
     values["attack_time_s"] = ev.attack_time_s
     return [
@@ -120,7 +122,8 @@ def _bounds(metric: str) -> tuple[float, float] | None:
     """The range of a result row's metric (the target's accuracies are accuracies; counts and times are >= 0)."""
     if metric in ("queries", "attack_time_s", "n_members", "n_nonmembers"):
         return (0.0, math.inf)
-    return metric_bounds("accuracy" if metric in ("target_train_accuracy", "target_test_accuracy") else metric)
+    accuracies = ("target_train_accuracy", "target_test_accuracy", "served_test_accuracy")
+    return metric_bounds("accuracy" if metric in accuracies else metric)
 
 
 def summarize(rows: Iterable[ResultRow]) -> list[SummaryRow]:
