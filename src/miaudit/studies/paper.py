@@ -45,6 +45,7 @@ PAPER: Mapping[str, Any] = MappingProxyType(
     }
 )
 
+
 @dataclass(frozen=True)
 class PaperFinding:
     """One claim of the paper, the sign it predicts and the smallest effect that matters.
