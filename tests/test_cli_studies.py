@@ -53,7 +53,7 @@ def _table_rows(output: str) -> dict[str, list[str]]:
 
 def test_shipped_configs_are_found_inside_the_package() -> None:
     assert default_config_dir() == SHIPPED
-    assert sorted(p.name for p in SHIPPED.glob("study*.toml")) == [f"study{i}.toml" for i in range(1, 7)]
+    assert sorted(p.name for p in SHIPPED.glob("study*.toml")) == [f"study{i}.toml" for i in range(1, 9)]
 
 
 def test_studies_list_shows_every_shipped_study_and_its_settings_counts() -> None:
@@ -62,13 +62,14 @@ def test_studies_list_shows_every_shipped_study_and_its_settings_counts() -> Non
     rows = _table_rows(res.output)
     studies = load_studies()
     assert res.output.splitlines()[0] == f"{len(studies)} studies in {SHIPPED}"
-    assert list(rows) == [s.id for s in studies] == ["1", "2", "3", "4", "5", "6"]
+    assert list(rows) == [s.id for s in studies] == ["1", "2", "3", "4", "5", "6", "7", "8"]
     for study in studies:
         path = SHIPPED / f"study{study.id}.toml"
         expected = [study.id, study.title, study.paper_ref]
         expected += [str(_grid_size(path, quick=False)), str(_grid_size(path, quick=True))]
+        expected += ["yes" if study.id in "123456" else "no (--studies)"]
         assert rows[study.id] == expected
-    assert rows["2"][3:] == ["8", "3"]  # study 2: shadows 2..9, and 2, 4, 6 with --quick
+    assert rows["2"][3:] == ["8", "3", "yes"]  # study 2: shadows 2..9, and 2, 4, 6 with --quick
 
 
 def test_studies_list_reads_a_users_folder(tmp_path: Path) -> None:
@@ -99,9 +100,9 @@ def test_studies_show_prints_the_toml_and_its_settings_count(study_id: str) -> N
 def test_studies_show_unknown_id_names_the_ids_there_are() -> None:
     res = runner.invoke(app, ["studies", "show", "9"])
     assert res.exit_code == 2
-    assert "unknown study id '9'; available: 1, 2, 3, 4, 5, 6" in _flat(res.output)
+    assert "unknown study id '9'; available: 1, 2, 3, 4, 5, 6, 7, 8" in _flat(res.output)
     assert "Traceback" not in res.output
-    with pytest.raises(ConfigError, match=r"unknown study id '9'; available: 1, 2, 3, 4, 5, 6 \(`miaudit studies"):
+    with pytest.raises(ConfigError, match=r"unknown study id '9'; available: 1, 2, 3, 4, 5, 6, 7, 8 \(`miaudit studies"):
         _find_study("9", None)
 
 
@@ -164,7 +165,7 @@ def test_python_dash_m_miaudit_is_the_same_app(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert "error: unknown study id 'nope'; available: 1, 2, 3, 4, 5, 6" in proc.stderr
+    assert "error: unknown study id 'nope'; available: 1, 2, 3, 4, 5, 6, 7, 8" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -449,7 +449,9 @@ def data_fetch(
 
 @app.command()
 def reproduce(
-    studies: str | None = typer.Option(None, help="Comma-separated study ids (default: all), e.g. 1,2,5."),
+    studies: str | None = typer.Option(
+        None, help="Comma-separated study ids (default: 1-6, the seed's), e.g. 1,2,5 or 7 (defences), 8 (the API)."
+    ),
     seeds: int = typer.Option(5, help="Seeds; each draws a new split, target and shadows."),
     out: Path | None = typer.Option(None, help="Run directory (default: runs/reproduce, or runs/quick)."),
     quick: bool = typer.Option(False, "--quick", help="Every study at a reduced scale (a few minutes)."),
@@ -475,6 +477,8 @@ def reproduce(
     try:
         ids = [s.strip() for s in studies.split(",") if s.strip()] if studies else None
         loaded = load_studies(ids, config_dir=config_dir)
+        if ids is None:  # the main job: the studies marked for the default run (the others by --studies)
+            loaded = [s for s in loaded if s.in_default_run]
         run = parse_config(
             RunSpec,
             {
@@ -660,16 +664,23 @@ def studies_list(config_dir: Path | None = _STUDIES_DIR_OPTION) -> None:
     try:
         directory, found = _study_files(config_dir)
         rows = [
-            (sid, s.title, s.paper_ref, str(len(s.settings())), str(len(s.settings(quick=True))))
+            (
+                sid,
+                s.title,
+                s.paper_ref,
+                str(len(s.settings())),
+                str(len(s.settings(quick=True))),
+                "yes" if s.in_default_run else "no (--studies)",
+            )
             for sid, (_, s) in found.items()
         ]
     except MiauditError as exc:
         _fail(exc)
-    table = Table("id", "title", "paper", "settings", "--quick", header_style="bold")
+    table = Table("id", "title", "paper", "settings", "--quick", "default run", header_style="bold")
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))
     console.print(f"{len(rows)} studies in {directory}", soft_wrap=True, markup=False, highlight=False)
-    wide = console if console.is_terminal else Console(width=max(console.width, 120))
+    wide = console if console.is_terminal else Console(width=max(console.width, 170))
     wide.print(table)
 
 

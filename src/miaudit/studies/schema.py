@@ -155,8 +155,11 @@ class TrainRecipe(_Frozen):
     The fields of :class:`miaudit.training.specs.TrainSpec` (engine and precision aside, which the run
     sets): defences are recipe fields. DP-SGD is on when ``dp_epsilon`` (noise calibrated to spend that
     epsilon) or ``dp_noise_multiplier`` (noise set directly) is given, not both; ``dp_delta`` defaults
-    to 1/n of the model's training set. A dump omits the DP and label-smoothing fields at their
-    defaults, so recipes without them keep their setting ids and cache keys.
+    to 1/n of the model's training set. Early stopping is on when ``early_stopping_patience`` is given:
+    ``validation_fraction`` of each model's own training set is held out (members the model never
+    trains on) and the weights of the epoch with the lowest validation loss are kept; not with DP-SGD.
+    A dump omits the DP, label-smoothing and early-stopping fields at their defaults, so recipes
+    without them keep their setting ids and cache keys.
     """
 
     epochs: int = Field(default=30, ge=1, le=10_000)
@@ -169,6 +172,12 @@ class TrainRecipe(_Frozen):
     max_grad_norm: float = Field(default=1.0, gt=0, le=1e6, description="DP-SGD per-example clipping bound")
     dp_accountant: str = "rdp"
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, le=10_000, description="epochs without a lower validation loss before stopping (None: off)"
+    )
+    validation_fraction: float = Field(
+        default=0.1, gt=0, lt=1, description="share of each model's training set held out for early stopping"
+    )
 
     @field_validator("dp_accountant")
     @classmethod
@@ -183,6 +192,13 @@ class TrainRecipe(_Frozen):
             raise ValueError(
                 "give dp_epsilon (noise calibrated to a target epsilon) or dp_noise_multiplier (noise set "
                 "directly), not both"
+            )
+        if self.early_stopping_patience is not None and (
+            self.dp_epsilon is not None or self.dp_noise_multiplier is not None
+        ):
+            raise ValueError(
+                "early_stopping_patience cannot be combined with DP-SGD (dp_epsilon or dp_noise_multiplier): the "
+                "validation records would steer training outside the privacy accounting; choose one of the two"
             )
         return self
 
@@ -203,6 +219,8 @@ _RECIPE_OPTIONAL: dict[str, object] = {
     "max_grad_norm": 1.0,
     "dp_accountant": "rdp",
     "label_smoothing": 0.0,
+    "early_stopping_patience": None,
+    "validation_fraction": 0.1,
 }
 
 
@@ -408,6 +426,7 @@ class StudyConfig(_Frozen):
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     quick: dict[str, Any] = Field(default_factory=dict, description="overrides of base and grid for --quick")
+    in_default_run: bool = Field(default=True, description="part of `miaudit reproduce` without --studies")
 
     @model_validator(mode="after")
     def _check(self) -> StudyConfig:
