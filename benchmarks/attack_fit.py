@@ -23,6 +23,22 @@ A profile section times the parts: the kernel matrix by blocks of matrix product
 precomputed matrix, libsvm computing the kernel itself, and scoring. The last line is
 ``rbf_speedup=<ratio>``: summed median (fit + score) seconds of the study-1 cases, before / after.
 
+Findings (AMD EPYC, 2 cores shared with other jobs, 2026-11-29; the run in
+``benchmarks/results/attack_fit-amd-epyc-2026-11-29.txt``):
+
+* Where the time went before, for one study-1 setting (5,000 rows, 4,500 support vectors, 6,000
+  records scored): libsvm's ``decision_function`` 1.04 s (one kernel evaluation, with a ``malloc``,
+  per record and support vector), the fit 0.60 s, about half of it libsvm evaluating kernel entries
+  one BLAS dot product at a time; the StandardScaler and the features are negligible (5 ms).
+* After: the fit 0.27 s (kernel by blocks of matrix products, then libsvm's solver on it with a
+  10 MB cache: 0.19 s against 0.29 s with 1,000 MB), scoring 0.06-0.09 s; study 1's four rbf-svm
+  settings of one seed 6.67 s -> 1.52 s (4.4x), with identical signs and decision values equal to 1e-11.
+* Left out: ``shrinking=False`` (faster on large fits but a different solution on 3 of 5 study-sized
+  fits), float32 inputs (scikit-learn converts to float64 for libsvm; only the rounding would change),
+  a larger libsvm cache (1,000 vs 2,500 MB at 20,000 rows: identical model, 10% slower). Above
+  ``PRECOMPUTE_MAX_SAMPLES`` the fit is libsvm's own and as fast as before (the solver dominates: at
+  15,000 rows the precomputed kernel saves only 15%); only scoring gains there.
+
 Usage::
 
     PYTHONPATH=src python benchmarks/attack_fit.py                  # study 1 cases + per-class, 3 repeats
