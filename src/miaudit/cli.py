@@ -527,10 +527,14 @@ def _print_reproduce_summary(result: RunResult) -> None:
     labels = {"attack": "attack", "attack_model": "attack model", "n_shadows": "shadows", "target_size": "target size",
               "classes": "classes", "arch": "target net", "shadow_arch": "shadow net"}  # fmt: skip
     index = {(r.setting_id, r.metric): r for r in summary}
+    names = {e.setting.setting_id: e.setting.label for e in result.evaluations if e.setting.label}
     for sid, info in manifest["studies"].items():
         rows = [r for r in summary if r.study == sid and r.metric == "accuracy"]
         t = Table(title=f"Study {sid}: {info['title']} ({info['paper_ref']})", header_style="bold")
         varying = [c for c in labels if len({getattr(r, c) for r in rows}) > 1] or ["n_shadows"]
+        named = any(r.setting_id in names for r in rows)  # arms with a label (a defence, a policy)
+        if named:
+            t.add_column("setting")
         for c in varying:
             t.add_column(labels[c])
         for header in ("accuracy [95% CI]", "paper", "AUC [95% CI]", "TPR @ 0.1% FPR"):
@@ -538,6 +542,7 @@ def _print_reproduce_summary(result: RunResult) -> None:
         for r in rows:
             auc, tpr = index.get((r.setting_id, "auc")), index.get((r.setting_id, "tpr_at_fpr_0.001"))
             t.add_row(
+                *([names.get(r.setting_id, "")] if named else []),
                 *(str(getattr(r, c)) for c in varying),
                 _interval_text(r),
                 f"{r.paper:.3f}" if r.paper is not None else "",
