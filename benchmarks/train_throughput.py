@@ -16,6 +16,13 @@ References (every one computes in float32):
   in its own process, side by side, each training its share of the models, with fused Adam
   (``torch.optim.Adam(fused=True)``) and ``torch.set_flush_denormal(True)``.
 
+The engine's path (precision for ``auto``, the Adam step, models per chunk, the fused AMX path) is the
+one :mod:`miaudit.training.tuning` measured and cached for this workload on this machine (timed before
+the first row if not cached yet): the run prints it and why. ``--quick`` reads the same cached choice as
+the full run (the key is the workload's shape, not its epochs), so both run the same path. Beside it:
+the same engine with the compiled Adam step and with PyTorch's fused Adam (the rest as chosen), and
+the engine under the fixed rules it used before tuning (``MIAUDIT_TUNING=off``).
+
 Timing is interleaved: every repeat times every row once (the order rotates between repeats), and
 each row reports the median of its repeats, so every K is timed as often as every reference and
 load from other processes falls on all rows alike. The matrix-multiply peaks are measured after
@@ -34,6 +41,7 @@ engine row over the fastest reference of the run).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import itertools
 import multiprocessing as mp
@@ -55,11 +63,11 @@ import torch.nn.functional as F
 
 from miaudit.data import load_dataset
 from miaudit.seeding import torch_generator
-from miaudit.training import batched
+from miaudit.training import batched, tuning
 from miaudit.training.batched import predict_proba_stacked, train_batched
 from miaudit.training.executors import InProcessExecutor, single_threaded_torch
-from miaudit.training.hardware import matmul_peak_gflops, native_bf16, resolve_precision
-from miaudit.training.native import NATIVE_ENV, NativeKernels, native_status
+from miaudit.training.hardware import matmul_peak_gflops, native_bf16
+from miaudit.training.native import NativeKernels, native_status
 from miaudit.training.networks import MLPParams, build_module, init_params
 from miaudit.training.specs import ModelSpec, TrainSpec
 from miaudit.training.trainer import train_one
@@ -240,21 +248,36 @@ class SideBySideLoops:
         self.pool.shutdown()
 
 
-def time_engine(X, y, sets, Xte, yte, spec, train, native: str | None = None) -> tuple[float, list[float]]:
-    """The batched engine on all cores (``native`` sets MIAUDIT_NATIVE for this call only)."""
-    if native is not None:
-        os.environ[NATIVE_ENV] = native
+def time_engine(
+    X, y, sets, Xte, yte, spec, train, pin: dict | None = None, rules: bool = False
+) -> tuple[float, list[float]]:
+    """The batched engine on all cores: its chosen path, parts of it ``pin``-ned, or the fixed rules."""
+    before = os.environ.get(tuning.TUNING_ENV)
+    if rules:
+        os.environ[tuning.TUNING_ENV] = "off"
     try:
-        t0 = time.perf_counter()
-        models = train_batched(
-            X, y, sets, seeds=list(range(len(sets))), model=spec, train=train, executor=InProcessExecutor()
-        )
-        s = (time.perf_counter() - t0) / len(sets)
+        with tuning.pinned(**(pin or {})):
+            t0 = time.perf_counter()
+            models = train_batched(
+                X, y, sets, seeds=list(range(len(sets))), model=spec, train=train, executor=InProcessExecutor()
+            )
+            s = (time.perf_counter() - t0) / len(sets)
     finally:
-        if native is not None:
-            del os.environ[NATIVE_ENV]
+        if rules:
+            if before is None:
+                del os.environ[tuning.TUNING_ENV]
+            else:
+                os.environ[tuning.TUNING_ENV] = before
     accs = (predict_proba_stacked(models, Xte, dtype=np.float32).argmax(axis=2) == yte).mean(axis=1)
     return s, [float(a) for a in accs]
+
+
+def _path_text(c: tuning.PathChoice) -> str:
+    if c.fused:
+        return f"{c.precision} fused AMX path"
+    return (
+        f"{c.precision} stacked, {'compiled' if c.adam == 'compiled' else 'PyTorch'} Adam, <= {c.max_chunk} per chunk"
+    )
 
 
 def warm_up(X, y, spec, side: SideBySideLoops) -> None:
@@ -422,14 +445,20 @@ def main(argv: list[str] | None = None) -> int:
     sets = [rng.choice(len(X), N_TRAIN, replace=False) for _ in range(max([*ks, n_baseline, n_side]))]
     spec = ModelSpec(n_features=784, n_classes=10, hidden=(128,), name="simple")
     flops = flops_per_model(spec, N_TRAIN, epochs)
-    auto = resolve_precision("auto")
+    # the tuned choices (timed now if this machine has none cached for the workload): auto, and per precision
+    auto_train = TrainSpec(epochs=epochs, batch_size=64, lr=1e-3, precision="auto", engine="batched")
+    choice = tuning.choose_path(model=spec, train=auto_train)
+    auto = choice.precision
+    rules = tuning.rule_choice(model=spec, train=auto_train)
 
     print(f"# CPU: {cpu_model_name()} ({cores} cores, {platform.machine()}); started {started:%Y-%m-%d %H:%M %Z}")
     print(
         f"# torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native_bf16()}; "
-        f"auto precision -> {auto}; native kernels: {native_status()}"
+        f"native kernels: {native_status()}"
     )
+    print(f"# tuned path ({choice.source}; {tuning.tuning_file()}): {_path_text(choice)}; why: {choice.reason}")
+    print(f"# previous fixed rules' path: {_path_text(rules)}")
     print(
         f"# recipe: MLP 784-128-10, Adam lr 1e-3, batch 64, {epochs} epochs, {N_TRAIN} images/model; "
         f"{flops / 1e9:.1f} GFLOP/model (3x forward)"
@@ -468,30 +497,42 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         for prec in args.precisions.split(","):
-            train = TrainSpec(epochs=epochs, batch_size=64, lr=1e-3, precision=prec, engine="batched")
+            # the tuned precision runs as "auto" (its path is the auto choice); the other one explicitly, on the
+            # path tuned for it
+            train = auto_train if prec == auto else dataclasses.replace(auto_train, precision=prec)
+            path = _path_text(tuning.choose_path(model=spec, train=train))
             for K in ks:
                 rows.append(
                     Row(
-                        f"engine K={K}",
-                        resolve_precision(prec),
+                        f"engine K={K}{' (auto)' if prec == auto else ''}: {path}",
+                        prec,
                         False,
                         lambda K=K, train=train: time_engine(X, y, sets[:K], Xte, yte, spec, train),
-                        key=(resolve_precision(prec), K),
+                        key=(prec, K),
                     )
                 )
-        # the same engine without its compiled parts, auto precision, at the largest K <= 64: the stacked path
-        # with the compiled Adam step (MIAUDIT_NATIVE=adam), and PyTorch operations only (MIAUDIT_NATIVE=0)
+        # at the largest K <= 64, auto precision: the stacked path with each Adam step (the rest as tuned),
+        # and the fixed rules the engine used before tuning
         k_cmp = max([k for k in ks if k <= 64] or [min(ks)])
-        auto_train = TrainSpec(epochs=epochs, batch_size=64, lr=1e-3, precision="auto", engine="batched")
-        for setting, label in (("adam", "stacked, compiled Adam"), ("0", "stacked, PyTorch ops only")):
+        for adam, label in (("compiled", "compiled Adam"), ("torch", "PyTorch Adam")):
             rows.append(
                 Row(
-                    f"engine K={k_cmp}, {label}",
+                    f"engine K={k_cmp}, stacked, {label}",
                     auto,
                     False,
-                    lambda setting=setting: time_engine(X, y, sets[:k_cmp], Xte, yte, spec, auto_train, setting),
+                    lambda adam=adam: time_engine(
+                        X, y, sets[:k_cmp], Xte, yte, spec, auto_train, {"adam": adam, "stacked": True}
+                    ),
                 )
             )
+        rows.append(
+            Row(
+                f"engine K={k_cmp}, previous fixed rules: {_path_text(rules)}",
+                rules.precision,
+                False,
+                lambda: time_engine(X, y, sets[:k_cmp], Xte, yte, spec, auto_train, rules=True),
+            )
+        )
         peak_fns = {
             "f32": lambda: matmul_peak_gflops(torch.float32, seconds=0.5),
             "bf16": lambda: matmul_peak_gflops(torch.bfloat16, seconds=0.5),
@@ -501,13 +542,11 @@ def main(argv: list[str] | None = None) -> int:
         side.close()
     peak = {p: max(v) for p, v in peaks_seen.items()}  # a peak: the best of the measurements
 
-    k_prof = min(16, max(ks))
+    k_prof = min(choice.max_chunk if not choice.fused else batched.MAX_CHUNK, max(ks))
     prof_train = TrainSpec(epochs=min(epochs, 3), batch_size=64, lr=1e-3, precision=auto, engine="batched")
-    os.environ[NATIVE_ENV] = "adam"  # the stacked path: the one-hidden-layer AMX steps are one opaque call
-    try:
-        shares = breakdown(X, y, sets[: min(k_prof, batched.MAX_CHUNK)], spec, prof_train)
-    finally:
-        del os.environ[NATIVE_ENV]
+    # the stacked path (the one-hidden-layer AMX steps are one opaque call), one chunk
+    with tuning.pinned(stacked=True, max_chunk=k_prof):
+        shares = breakdown(X, y, sets[:k_prof], spec, prof_train)
 
     refs = [r for r in rows if r.reference]
     ref = min(refs, key=lambda r: r.seconds)  # the fairest reference is the fastest one
@@ -556,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         f"processes take a core."
     )
     print(
-        f"# where the stacked path's time goes ({auto}, {min(k_prof, batched.MAX_CHUNK)} models in one chunk, "
+        f"# where the stacked path's time goes ({auto}, {_path_text(choice)}, {k_prof} models in one chunk, "
         f"one thread, share of wall time): " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items())
     )
     print(f"# fastest (fairest) reference: {ref.name}, {s_ref:.3f} s/model (f32); every reference computes in f32")
@@ -573,10 +612,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"vs f32 reference {s_ref:.3f} s/model = {s_ref / b.seconds:.2f}x"
             )
     b_auto = best(auto)
+    print(f"# tuned path ({choice.source}): {_path_text(choice)}; why: {choice.reason}")
     if b_auto is None:
         print("fraction_of_peak=nan")
         print("speedup_vs_plain_loop=nan")
         return 0
+    rule_row = next(r for r in rows if "previous fixed rules" in r.name)
+    tuned_row = next((r for r in rows if r.key == (auto, k_cmp)), None)
+    if tuned_row is not None:
+        print(
+            f"# K={k_cmp}: tuned {tuned_row.seconds:.3f} s/model, previous fixed rules {rule_row.seconds:.3f} s/model "
+            f"= {rule_row.seconds / tuned_row.seconds:.2f}x"
+        )
     print(
         f"# engine auto ({auto}) best at {b_auto.name.removeprefix('engine ')}: {b_auto.seconds:.3f} s/model, "
         f"{gflops(b_auto):.0f} GFLOP/s of a {peak[auto]:.0f} GFLOP/s {auto} peak"

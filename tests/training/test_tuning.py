@@ -89,9 +89,13 @@ def test_the_search_finds_the_best_of_separable_costs() -> None:
     assert pick_fastest(_grid(), fake, seconds=0.1)[0] == Candidate("f32", "stacked", "compiled", 16)
 
 
-def test_ties_go_to_the_first_candidate_and_failures_are_never_chosen(caplog) -> None:
+def test_the_first_candidate_stays_unless_another_is_3_percent_faster_and_failures_are_never_chosen(caplog) -> None:
     a, b, c = (Candidate("f32", "stacked", "torch", k) for k in (4, 8, 16))
     assert pick_fastest([b, a], lambda c, s: 1.0, seconds=0.1)[0] == b
+    assert pick_fastest([b, a], lambda c, s: {a: 1.0, b: 1.02}[c], seconds=0.1)[0] == b
+    assert pick_fastest([b, a], lambda c, s: {a: 1.0, b: 1.04}[c], seconds=0.1)[0] == a
+    assert pick_fastest([c, b, a], lambda x, s: {a: 1.0, b: 1.01, c: 2.0}[x], seconds=0.1)[0] == a
+    assert pick_fastest([c, b, a], lambda x, s: {a: 1.0, b: 1.05, c: 1.02}[x], seconds=0.1)[0] == c  # always timed
 
     def flaky(cand: Candidate, s: float) -> float:
         if cand == a:
@@ -135,6 +139,18 @@ def test_the_choice_is_measured_once_cached_on_disk_and_reused() -> None:
     assert len(fake.calls) == n
     assert again.source == "cache" and (again.precision, again.adam, again.max_chunk) == (first.precision, "torch", 4)
     assert again.reason.startswith("cached choice (measured ") and again.timings == first.timings
+
+
+def test_choices_of_another_tuner_version_are_timed_again(monkeypatch, caplog) -> None:
+    fake = FakeTimer()
+    choose_path(model=SPEC, train=TRAIN, measure=fake)
+    n = len(fake.calls)
+    monkeypatch.setattr(tuning, "TUNER_VERSION", tuning.TUNER_VERSION + 1)
+    tuning._clear_memo()
+    with caplog.at_level(logging.WARNING, logger="miaudit.training.tuning"):
+        assert choose_path(model=SPEC, train=TRAIN, measure=fake).source == "measured"
+    assert len(fake.calls) > n and not caplog.text  # not damaged: another key
+    assert len(json.loads(tuning.tuning_file().read_text())["entries"]) == 2
 
 
 def test_the_key_holds_the_workload_shape() -> None:
@@ -376,7 +392,7 @@ def test_describe_choice_says_which_path_and_why() -> None:
     d = tuning.describe_choice(model=SPEC, train=TRAIN)
     assert d["engine"] == "batched" and d["source"] == "measured" and d["tuning_file"] == str(tuning.tuning_file())
     assert d["precision"] in ("f32", "bf16") and d["path"] == "stacked" and d["adam"] == COMPILED
-    assert "fastest" in d["reason"] and d["ms_per_model_step"] and d["key"]
+    assert "ms per model-step" in d["reason"] and d["ms_per_model_step"] and d["key"]
     json.dumps(d)
     made = tuning.choices_made()
     assert [m["model"] for m in made] == ["64-16-10 tiny"] and made[0]["reason"] == d["reason"]
@@ -400,8 +416,9 @@ def test_candidates_put_the_rules_path_first(monkeypatch) -> None:
     assert cands[0] == Candidate(rule.precision, rule.path, rule.adam, rule.max_chunk)
     assert {c.precision for c in cands} == {"f32", "bf16"}
     assert {c.chunk for c in cands if c.path == "stacked"} == set(tuning.CHUNK_CANDIDATES)
-    tight = tuning.candidates(model=SPEC, train=TRAIN, n_workers=10**9)  # no room: the smallest chunk only
-    assert {c.chunk for c in tight if c.path == "stacked"} == {min(tuning.CHUNK_CANDIDATES)}
+    tight = tuning.candidates(model=SPEC, train=TRAIN, n_workers=10**9)  # no room: the smallest chunk, and the rules'
+    assert tight[0] == cands[0] and len(tight) == len(set(tight))
+    assert {c.chunk for c in tight[1:] if c.path == "stacked"} == {min(tuning.CHUNK_CANDIDATES)}
 
 
 def test_orchestration_still_resolves_precision_through_hardware(monkeypatch, digits) -> None:

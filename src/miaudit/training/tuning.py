@@ -83,6 +83,7 @@ from miaudit.training.specs import ModelSpec, TrainSpec
 __all__ = [
     "CHUNK_CANDIDATES",
     "DEFAULT_SECONDS",
+    "TUNER_VERSION",
     "TUNING_ENV",
     "Candidate",
     "PathChoice",
@@ -115,7 +116,8 @@ _MIN_STEPS = 2
 #: a larger chunk is tried only while each one is at least 3% faster per model than the best before it
 _GAIN = 0.97
 _FORMAT = 1
-_PATHS = ("stacked", "fused")
+#: bump when the way candidates are timed or searched changes: earlier choices are then timed again
+TUNER_VERSION = 2
 _ADAMS = ("compiled", "torch")
 
 #: (seconds per model-step) of a candidate given about ``seconds`` to measure; injectable for tests
@@ -213,13 +215,13 @@ def _kernel_digest() -> str:
 
 
 def workload_key(*, model: ModelSpec, train: TrainSpec) -> dict[str, Any]:
-    """What a measured choice depends on: this machine and software, and the workload's shape.
+    """What a measured choice depends on: this machine and software, the tuner, and the workload's shape.
 
     Epochs, learning rate, weight decay and training-set sizes change how many steps run, not which
     step is fastest, so they are not part of it.
     """
     return {
-        "format": _FORMAT,
+        "tuner": TUNER_VERSION,
         "cpu": hardware.cpu_model(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
@@ -260,7 +262,8 @@ def candidates(*, model: ModelSpec, train: TrainSpec, n_workers: int | None = No
     """The paths worth timing for this workload on this machine, the fixed rules' path first.
 
     Chunk sizes are those of :data:`CHUNK_CANDIDATES` whose stacks fit the default memory budget
-    with ``n_workers`` (default: torch's threads) stacks at once; at least the smallest.
+    with ``n_workers`` (default: torch's threads) stacks at once; at least the smallest. The fixed
+    rules' path is always a candidate.
     """
     if train.precision == "auto":
         precisions: tuple[str, ...] = ("f32", "bf16") if hardware.native_bf16() else ("f32",)
@@ -278,7 +281,7 @@ def candidates(*, model: ModelSpec, train: TrainSpec, n_workers: int | None = No
         out.extend(Candidate(p, "stacked", a, k) for a in adams for k in chunks)
     rule = rule_choice(model=model, train=train)
     first = Candidate(rule.precision, rule.path, rule.adam, rule.max_chunk)
-    return sorted(out, key=lambda c: c != first)  # stable: ties go to the rules' path
+    return [first, *(c for c in out if c != first)]  # the rules' path always (a run caps chunks by memory)
 
 
 def pick_fastest(
@@ -289,15 +292,18 @@ def pick_fastest(
     A staged search, about a dozen measurements of ``seconds / 12`` each (large networks take longer:
     every measurement runs a warm-up step and at least two timed steps):
 
-    1. per precision, chunk sizes in ascending order with the first candidate's Adam step (the fixed
-       rules' path comes first), stopping at the first size that is not at least 3% faster per model
-       than the best before it (the cost per model falls with the chunk size while Python's share
+    1. the first candidate (the fixed rules' path); then per precision, chunk sizes in ascending order
+       with the first candidate's Adam step, stopping at the first size that is not at least 3% faster
+       per model than the best before it (the cost per model falls with the chunk size while Python's share
        shrinks, then rises with cache misses; larger stacks also cost more to time); and the fused path
        where it is a candidate;
     2. the other Adam step at each precision's best chunk size;
     3. the two fastest timed again; the best time of each counts.
 
-    Ties go to the earlier candidate. A measurement that fails (raises, or gives a value that is not a
+    The first candidate (the fixed rules' path) is kept unless another is at least 3% faster: the
+    timing runs one model stack on one thread, while a run has several workers share the memory system
+    and Python's lock, so smaller differences are within what the timing can tell. Otherwise ties go to
+    the earlier candidate. A measurement that fails (raises, or gives a value that is not a
     positive number) counts as infinitely slow.
 
     Raises
@@ -327,6 +333,7 @@ def pick_fastest(
     def rank(c: Candidate) -> tuple[float, int]:
         return best[c], order[c]
 
+    timed(cands[0])  # the fixed rules' path: always timed, it stays unless another is 3% faster
     precisions = list(dict.fromkeys(c.precision for c in cands))
     for p in precisions:
         mine = [c for c in order if c.precision == p]
@@ -351,7 +358,11 @@ def pick_fastest(
                     timed(c)
     for c in sorted(best, key=rank)[:2]:
         timed(c)
-    return min(best, key=rank), best
+    fastest = min(best, key=rank)
+    first = cands[0]
+    if first in best and best[first] <= best[fastest] / _GAIN:
+        return first, best  # within 3%: the first candidate (the fixed rules' path) stays
+    return fastest, best
 
 
 def measure_candidate(candidate: Candidate, *, model: ModelSpec, train: TrainSpec, seconds: float) -> float:
@@ -406,7 +417,9 @@ def _time_stacked(c: Candidate, model: ModelSpec, train: TrainSpec, seconds: flo
     keep = 1.0 - model.dropout
     masks = [
         [
-            (torch.rand(K, B, width, generator=gen) < keep).to(torch.bfloat16 if lay.lowp else dtype).mul_(1 / keep)
+            (torch.rand(K, B, width, generator=gen) < keep)
+            .to(torch.bfloat16 if lay.lowp else torch.float32)
+            .mul_(1 / keep)
             for width, lay in zip(model.hidden, layers, strict=False)
         ]
         if model.dropout > 0
@@ -664,16 +677,23 @@ def _measure_and_store(
     return choice
 
 
+def _someone_faster(best: dict[Candidate, float], c: Candidate) -> bool:
+    """Whether some other timed candidate was faster than ``c``."""
+    return any(t < best[c] for o, t in best.items() if o != c)
+
+
 def _reason(winner: Candidate, best: dict[Candidate, float], rule: Candidate, elapsed: float) -> str:
     if not best:
         return f"{winner.label}: the only path this workload can take here"
     t = best[winner]
-    parts = [f"{winner.label} fastest, {1e3 * t:.4f} ms per model-step (timed {len(best)} paths in {elapsed:.1f} s)"]
+    parts = [f"{winner.label}, {1e3 * t:.4f} ms per model-step (timed {len(best)} paths in {elapsed:.1f} s)"]
     others = sorted((c for c in best if c != winner and math.isfinite(best[c])), key=lambda c: best[c])
     if others:
-        parts.append(f"next {others[0].label} {best[others[0]] / t:.2f}x slower")
+        parts.append(f"next {others[0].label} {best[others[0]] / t:.2f}x the time")
     if rule != winner and rule in best and math.isfinite(best[rule]):
-        parts.append(f"the fixed rules' {rule.label} {best[rule] / t:.2f}x slower")
+        parts.append(f"the fixed rules' {rule.label} {best[rule] / t:.2f}x the time")
+    elif rule == winner and _someone_faster(best, winner):
+        parts.append("the fixed rules' path kept: no other path is 3% faster")
     elif rule == winner:
         parts.append("the same path as the fixed rules")
     return "; ".join(parts)
