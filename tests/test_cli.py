@@ -185,3 +185,21 @@ def test_compare_rejects_bad_names() -> None:
     res = runner.invoke(app, ["compare", "--attacks", "loss,nope", "--dataset", "digits"])
     assert res.exit_code == 2
     assert "unknown attack 'nope'" in " ".join(res.output.split())
+
+
+def test_attack_takes_defences_and_what_the_api_lets_out(tmp_path) -> None:
+    """--dp-epsilon trains the target with DP-SGD (its spent epsilon recorded), --output-policy applies at the API."""
+    pytest.importorskip("opacus")
+    out = tmp_path / "r.json"
+    args = ["attack", "--dataset", "digits", "--target-size", "200", "--shadows", "2", "--shadow-train-size", "150",
+            "--shadow-test-size", "60", "--epochs", "3", "--attack", "loss", "--dp-epsilon", "2",
+            "--label-smoothing", "0.1", "--output-policy", "label_only", "--json", str(out)]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rec = json.loads(out.read_text())
+    assert rec["config"]["train"]["dp_epsilon"] == 2.0 and rec["config"]["train"]["label_smoothing"] == 0.1
+    assert rec["config"]["output_policy"] == "label_only"
+    assert 0 < rec["target"]["epsilon_spent"] <= 2.0
+    assert rec["target"]["served_test_accuracy"] == pytest.approx(rec["target"]["test_accuracy"])
+    bad = runner.invoke(app, ["attack", "--output-policy", "top_k:0"])
+    assert bad.exit_code == 2 and "output_policy" in bad.output

@@ -216,6 +216,22 @@ def _setting_options() -> dict[str, tuple[Any, Any]]:
         "batch_size": (int, typer.Option(64, help="Minibatch size of the training recipe.")),
         "lr": (float, typer.Option(1e-3, help="Adam learning rate of the training recipe.")),
         "weight_decay": (float, typer.Option(0.0, help="L2 weight decay of the training recipe (a defence).")),
+        "dp_epsilon": (
+            float | None,
+            typer.Option(None, help="Train with DP-SGD, noise calibrated to spend this epsilon (delta 1/n)."),
+        ),
+        "max_grad_norm": (float, typer.Option(1.0, help="DP-SGD's per-example clipping bound.")),
+        "label_smoothing": (float, typer.Option(0.0, help="Label smoothing of the training recipe (a defence).")),
+        "output_policy": (
+            str,
+            typer.Option(
+                "full", help="What the target's API lets out: full, top_k:K, rounding:D, temperature:T, label_only."
+            ),
+        ),
+        "transport": (
+            str,
+            typer.Option("local", help="local, or http: serve the target on 127.0.0.1, attack it there."),
+        ),
         "shadows": (int, typer.Option(6, help="Shadow models (shokri, and the threshold attacks' calibration).")),
         "shadow_train_size": (int, typer.Option(3000, help="Training records per shadow model.")),
         "shadow_test_size": (int, typer.Option(2000, help="Held-out records per shadow model.")),
@@ -253,7 +269,7 @@ def _setting_options() -> dict[str, tuple[Any, Any]]:
 
 _SETTING_OPTIONS = _setting_options()
 _RENAMED = {"shadows": "n_shadows", "refs": "n_refs"}
-_RECIPE = ("epochs", "batch_size", "lr", "weight_decay")
+_RECIPE = ("epochs", "batch_size", "lr", "weight_decay", "dp_epsilon", "max_grad_norm", "label_smoothing")
 _RUN = ("data_dir", "engine", "precision", "scheduler", "workers", "cache_dir")
 
 

@@ -110,6 +110,8 @@ class TargetInfo:
     test_accuracy: float
     #: test accuracy of the answers the target's API gives (its output policy applied), None without a policy
     served_test_accuracy: float | None = None
+    #: the epsilon its DP-SGD training spent (the accountant's), None without DP-SGD
+    epsilon_spent: float | None = None
 
     @property
     def generalization_gap(self) -> float:
@@ -329,6 +331,8 @@ class Experiment:
             max_grad_norm=r.max_grad_norm,
             dp_accountant=r.dp_accountant,
             label_smoothing=r.label_smoothing,
+            early_stopping_patience=r.early_stopping_patience,
+            validation_fraction=r.validation_fraction,
         )
 
     def _target_request(self, st: Setting, seed: int) -> tuple[Dataset, np.ndarray, int, ModelSpec, TrainSpec]:
@@ -363,6 +367,7 @@ class Experiment:
             n_train=len(idx),
             train_accuracy=model.accuracy(ds.X[idx], ds.y[idx]),
             test_accuracy=model.accuracy(ds.X[out], ds.y[out]),
+            epsilon_spent=model.privacy.epsilon if getattr(model, "privacy", None) is not None else None,
         )
         is_member = np.r_[np.ones(len(idx), bool), np.zeros(len(out), bool)]
         trained = TrainedTarget(model, key, np.concatenate([idx, out]), is_member, info)

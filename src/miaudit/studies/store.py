@@ -97,6 +97,8 @@ def result_rows(ev: Evaluation, *, n_classes: int) -> list[ResultRow]:
     values["generalization_gap"] = ev.target.generalization_gap
     if ev.target.served_test_accuracy is not None:  # the utility of the answers the target's API gives
         values["served_test_accuracy"] = ev.target.served_test_accuracy
+    if ev.target.epsilon_spent is not None:  # the accountant's epsilon of a DP-SGD target
+        values["target_epsilon"] = ev.target.epsilon_spent
     values["queries"] = float(ev.queries)
     values["attack_time_s"] = ev.attack_time_s
     return [
@@ -120,7 +122,7 @@ def result_rows(ev: Evaluation, *, n_classes: int) -> list[ResultRow]:
 
 def _bounds(metric: str) -> tuple[float, float] | None:
     """The range of a result row's metric (the target's accuracies are accuracies; counts and times are >= 0)."""
-    if metric in ("queries", "attack_time_s", "n_members", "n_nonmembers"):
+    if metric in ("queries", "attack_time_s", "n_members", "n_nonmembers", "target_epsilon"):
         return (0.0, math.inf)
     accuracies = ("target_train_accuracy", "target_test_accuracy", "served_test_accuracy")
     return metric_bounds("accuracy" if metric in accuracies else metric)
