@@ -367,7 +367,7 @@ class Experiment:
             n_train=len(idx),
             train_accuracy=model.accuracy(ds.X[idx], ds.y[idx]),
             test_accuracy=model.accuracy(ds.X[out], ds.y[out]),
-            epsilon_spent=model.privacy.epsilon if getattr(model, "privacy", None) is not None else None,
+            epsilon_spent=model.privacy.epsilon if model.privacy is not None else None,
         )
         is_member = np.r_[np.ones(len(idx), bool), np.zeros(len(out), bool)]
         trained = TrainedTarget(model, key, np.concatenate([idx, out]), is_member, info)
