@@ -145,11 +145,20 @@ class TrainSpec:
         Opacus's accountant that calibrates the noise and accounts the epsilon spent.
     label_smoothing : float
         A defence in [0, 1): the loss's target distribution is ``(1 - a) * onehot + a / n_classes``.
+    early_stopping_patience : int, optional
+        A defence: hold out ``validation_fraction`` of each model's own training set, evaluate the
+        validation loss at every epoch end, stop after this many epochs (>= 1) without a new lowest
+        loss (at most ``epochs``) and keep the weights of the epoch with the lowest loss. None: off.
+        Trained by the plain loop (``auto`` chooses it; ``batched`` is an error); not with DP-SGD.
+        See :mod:`miaudit.training.early_stopping`.
+    validation_fraction : float
+        The share of each model's training set held out for early stopping, in (0, 1); the records
+        are chosen from the model's seed. Unused while early stopping is off.
 
     DP-SGD is on when ``dp_epsilon`` or ``dp_noise_multiplier`` is set. :meth:`to_dict` (the cache
-    key of a recipe) omits every DP or label-smoothing field at its default, and the DP-only fields
-    (``dp_delta``, ``max_grad_norm``, ``dp_accountant``) while DP-SGD is off: they do not change a
-    non-private model.
+    key of a recipe) omits every DP, label-smoothing and early-stopping field at its default, and the
+    DP-only fields (``dp_delta``, ``max_grad_norm``, ``dp_accountant``) while DP-SGD is off, and
+    ``validation_fraction`` while early stopping is off: they do not change such a model.
     """
 
     epochs: int = 30
@@ -164,6 +173,8 @@ class TrainSpec:
     max_grad_norm: float = 1.0
     dp_accountant: str = "rdp"
     label_smoothing: float = 0.0
+    early_stopping_patience: int | None = None
+    validation_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, minimum=1)
@@ -190,7 +201,19 @@ class TrainSpec:
             raise ConfigError(f"max_grad_norm must be a positive number; got {self.max_grad_norm!r}")
         _check_choice("dp_accountant", self.dp_accountant, ACCOUNTANTS)
         _check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
-        for name in ("dp_epsilon", "dp_noise_multiplier", "dp_delta", "max_grad_norm", "label_smoothing"):
+        if self.early_stopping_patience is not None:
+            _check_int("early_stopping_patience", self.early_stopping_patience, minimum=1)
+        v = self.validation_fraction
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1:
+            raise ConfigError(f"validation_fraction must be a number in (0, 1); got {v!r}")
+        for name in (
+            "dp_epsilon",
+            "dp_noise_multiplier",
+            "dp_delta",
+            "max_grad_norm",
+            "label_smoothing",
+            "validation_fraction",
+        ):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, float(value))  # 1 and 1.0 are one recipe (and one cache key)
@@ -199,16 +222,32 @@ class TrainSpec:
                 "DP-SGD computes in float32: precision 'bf16' cannot be combined with dp_epsilon or "
                 "dp_noise_multiplier; use precision 'auto' or 'f32'"
             )
+        if self.early_stopping and self.dp:
+            raise ConfigError(
+                "early_stopping_patience cannot be combined with DP-SGD (dp_epsilon or dp_noise_multiplier): the "
+                "validation records would steer training outside the privacy accounting; choose one of the two"
+            )
+        if self.early_stopping and self.engine == "batched":
+            raise ConfigError(
+                "early_stopping_patience needs the plain loop: engine 'batched' does not evaluate a validation "
+                "split; use engine 'auto' (which trains early-stopping recipes with the loop) or 'loop'"
+            )
 
     @property
     def dp(self) -> bool:
         """Whether the recipe trains with DP-SGD (``dp_epsilon`` or ``dp_noise_multiplier`` set)."""
         return self.dp_epsilon is not None or self.dp_noise_multiplier is not None
 
+    @property
+    def early_stopping(self) -> bool:
+        """Whether the recipe stops early on a validation split (``early_stopping_patience`` set)."""
+        return self.early_stopping_patience is not None
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for name, default in _OPTIONAL_DEFAULTS.items():
-            if d[name] == default or (name in _DP_ONLY and not self.dp):
+            unused = (name in _DP_ONLY and not self.dp) or (name in _ES_ONLY and not self.early_stopping)
+            if d[name] == default or unused:
                 del d[name]
         return d
 
@@ -221,9 +260,13 @@ _OPTIONAL_DEFAULTS: dict[str, object] = {
     "max_grad_norm": 1.0,
     "dp_accountant": "rdp",
     "label_smoothing": 0.0,
+    "early_stopping_patience": None,
+    "validation_fraction": 0.1,
 }
 #: fields that change nothing without DP-SGD (omitted from :meth:`TrainSpec.to_dict` while it is off)
 _DP_ONLY = frozenset({"dp_delta", "max_grad_norm", "dp_accountant"})
+#: fields that change nothing without early stopping
+_ES_ONLY = frozenset({"validation_fraction"})
 
 
 def spec_hash(*parts: object) -> str:

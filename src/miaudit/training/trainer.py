@@ -2,18 +2,20 @@
 
 :func:`train_models` trains one model per training set, each with its own seed, through the
 batched engine when it supports the recipe and through :func:`train_one` (a plain PyTorch loop)
-otherwise. Defences (dropout, weight decay, label smoothing, DP-SGD) are arguments of the recipe,
-not copies of the loop.
+otherwise. Defences (dropout, weight decay, label smoothing, early stopping, DP-SGD) are arguments
+of the recipe, not copies of the loop. Early stopping (:mod:`miaudit.training.early_stopping`) runs
+only in the loop: ``engine="auto"`` trains such recipes with it, one model per job on the executor.
 
 Randomness: a model's seed determines its initialisation, minibatch order and dropout masks (with
-DP-SGD also its Poisson samples and noise, :mod:`miaudit.training.dp`); no global random state is
-read or written.
+DP-SGD also its Poisson samples and noise, :mod:`miaudit.training.dp`; with early stopping also its
+validation split); no global random state is read or written.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,12 +34,20 @@ from miaudit.training.dp import (
     sample_generator,
     smoothed_targets,
 )
-from miaudit.training.executors import Executor
+from miaudit.training.early_stopping import EarlyStopper, EarlyStoppingRecord, validation_loss, validation_split
+from miaudit.training.executors import Executor, InProcessExecutor
 from miaudit.training.hardware import flush_denormals
 from miaudit.training.networks import MLPParams, init_params, shared_tensor
 from miaudit.training.specs import ModelSpec, TrainSpec
 
-__all__ = ["ProgressCallback", "check_training_data", "train_models", "train_one"]
+__all__ = [
+    "ProgressCallback",
+    "check_training_data",
+    "resolve_engine",
+    "train_models",
+    "train_one",
+    "train_one_with_record",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +74,6 @@ def check_training_data(X: np.ndarray, y: np.ndarray, model: ModelSpec) -> tuple
     return X, y.astype(np.int64, copy=False)
 
 
-@flush_denormals()  # Adam's moments decay into denormals; flushing them keeps epochs fast (restored after)
 def train_one(
     X: torch.Tensor,
     y: torch.Tensor,
@@ -74,6 +83,23 @@ def train_one(
     model: ModelSpec,
     train: TrainSpec,
 ) -> MLPParams:
+    """Train one MLP with a plain PyTorch loop (Adam, cross-entropy, minibatches).
+
+    :func:`train_one_with_record` without the early-stopping record; the parameters are the same.
+    """
+    return train_one_with_record(X, y, train_idx, seed=seed, model=model, train=train)[0]
+
+
+@flush_denormals()  # Adam's moments decay into denormals; flushing them keeps epochs fast (restored after)
+def train_one_with_record(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    train_idx: np.ndarray,
+    *,
+    seed: int,
+    model: ModelSpec,
+    train: TrainSpec,
+) -> tuple[MLPParams, EarlyStoppingRecord | None]:
     """Train one MLP with a plain PyTorch loop (Adam, cross-entropy, minibatches).
 
     Parameters
@@ -88,7 +114,16 @@ def train_one(
         samples and the noise).
 
     With DP-SGD (``train.dp``) the model is trained by :func:`_train_dp` and carries its
-    :class:`~miaudit.training.dp.PrivacyRecord`.
+    :class:`~miaudit.training.dp.PrivacyRecord`. With early stopping (``train.early_stopping``) the model
+    trains on the records :func:`~miaudit.training.early_stopping.validation_split` leaves it, is
+    validated on the others at every epoch end, stops when its patience runs out and keeps the weights
+    of its lowest validation loss; the record says which epoch that was.
+
+    Returns
+    -------
+    params : MLPParams
+    record : EarlyStoppingRecord or None
+        None without early stopping.
     """
     seed = check_seed(seed)
     gen = torch_generator(seed, "train")
@@ -108,7 +143,13 @@ def train_one(
             weights=tuple(w.detach().numpy().copy() for w in weights),
             biases=tuple(b.detach().numpy().copy() for b in biases),
             privacy=record,
-        )
+        ), None
+    stopper: EarlyStopper | None = None
+    if train.early_stopping_patience is not None:
+        fit, val = validation_split(idx.numpy(), fraction=train.validation_fraction, seed=seed)
+        idx, n = torch.from_numpy(fit), len(fit)
+        X_val, y_val = X[torch.from_numpy(val)], y[torch.from_numpy(val)]
+        stopper = EarlyStopper(patience=train.early_stopping_patience, n_validation=len(val))
     keep = 1.0 - model.dropout
     n_layers = len(weights)
     for epoch in range(train.epochs):
@@ -129,11 +170,24 @@ def train_one(
             opt.step()
         if not torch.isfinite(loss):
             raise TrainingError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; lower the learning rate")
+        if stopper is not None and stopper.update(validation_loss(X_val, y_val, weights, biases), params):
+            break
+    es_record = None
+    if stopper is not None:
+        es_record = stopper.record()
+        weights, biases = stopper.best[0::2], stopper.best[1::2]  # params interleave weight, bias per layer
+        logger.info(
+            "early stopping kept epoch %d of %d run (validation loss %.4f on %d held-out records)",
+            es_record.best_epoch,
+            es_record.epochs_run,
+            es_record.best_loss,
+            es_record.n_validation,
+        )
     return MLPParams(
         spec=model,
         weights=tuple(w.detach().numpy().copy() for w in weights),
         biases=tuple(b.detach().numpy().copy() for b in biases),
-    )
+    ), es_record
 
 
 def _train_dp(
@@ -230,7 +284,9 @@ def train_models(
     executor : Executor, optional
         Who runs the batched engine's chunks of models: default the in-process executor on all cores;
         :class:`~miaudit.training.distributed.DaskExecutor` trains them on a Dask cluster, with the same
-        results. The plain loop (``train.engine == "loop"``) trains in this process and takes none.
+        results. The plain loop (``train.engine == "loop"``) trains in this process and takes none;
+        early-stopping recipes with ``engine="auto"`` train in the loop, one model per job on the
+        executor (default: in-process threads, one torch thread each).
 
     Returns
     -------
@@ -243,8 +299,8 @@ def train_models(
         s = np.asarray(s)
         if s.ndim != 1 or (s.size and (s.min() < 0 or s.max() >= len(X))):
             raise DataError(f"train_sets[{k}] must be a 1-d array of indices into X (0..{len(X) - 1})")
-    engine = _choose_engine(train)
-    if executor is not None and engine == "loop":
+    engine = resolve_engine(train)
+    if executor is not None and train.engine == "loop":
         raise ConfigError(
             "the loop engine trains one model at a time in this process and cannot use an executor; use "
             "engine='batched' or 'auto' to train on an executor (a Dask cluster), or pass no executor"
@@ -256,6 +312,9 @@ def train_models(
         return train_batched(
             X, y, train_sets, seeds=seeds, model=model, train=train, progress=progress, executor=executor
         )
+    if train.engine != "loop":  # early stopping, which only the loop runs: one model per job on the executor
+        return _train_loop_jobs(X, y, train_sets, seeds=seeds, model=model, train=train, progress=progress,
+                                executor=executor)  # fmt: skip
     Xt, yt = _as_tensors(X, y)
     out = []
     for k, (s, seed) in enumerate(zip(train_sets, seeds, strict=True)):
@@ -270,6 +329,67 @@ def _as_tensors(X: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tenso
     return shared_tensor(X), shared_tensor(y)
 
 
-def _choose_engine(train: TrainSpec) -> str:
-    """``loop`` when asked for; otherwise the batched engine, which supports every recipe we have."""
-    return "loop" if train.engine == "loop" else "batched"
+def resolve_engine(train: TrainSpec) -> str:
+    """The engine that trains ``train``: ``loop`` when asked for or for early stopping (which only the loop
+    runs), otherwise ``batched``, which supports every other recipe."""
+    return "loop" if train.engine == "loop" or train.early_stopping else "batched"
+
+
+@dataclass(frozen=True, eq=False)
+class LoopJob:
+    """One model for the plain loop, as a picklable job for an executor.
+
+    ``X`` and ``y`` are the same objects in every job of one call (only the records some model trains
+    on), so a distributed executor sends them once; ``train_idx`` indexes them.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    train_idx: np.ndarray
+    seed: int
+    model: ModelSpec
+    train: TrainSpec
+
+
+def train_loop_job(job: LoopJob) -> MLPParams:
+    """Run one :class:`LoopJob` (through an executor, which gives it one torch thread)."""
+    X, y = _as_tensors(job.X, job.y)
+    return train_one(X, y, job.train_idx, seed=job.seed, model=job.model, train=job.train)
+
+
+def _train_loop_jobs(
+    X: np.ndarray,
+    y: np.ndarray,
+    train_sets: Sequence[np.ndarray],
+    *,
+    seeds: Sequence[int],
+    model: ModelSpec,
+    train: TrainSpec,
+    progress: ProgressCallback | None,
+    executor: Executor | None,
+) -> list[MLPParams]:
+    """The loop for each model as one job on ``executor``; results as :func:`train_one` on the full X gives.
+
+    The rows of a model's minibatches are the same records in the same order, whether gathered from X
+    or from the pool of used records, so only the thread count can change the arithmetic.
+    """
+    sets = [np.asarray(s, dtype=np.int64) for s in train_sets]
+    if not sets:
+        return []
+    used, inverse = np.unique(np.concatenate(sets), return_inverse=True)
+    local = np.split(inverse.astype(np.int64), np.cumsum([len(s) for s in sets])[:-1])
+    X_used, y_used = np.ascontiguousarray(X[used]), np.ascontiguousarray(y[used])
+    jobs = [
+        LoopJob(X=X_used, y=y_used, train_idx=idx, seed=int(seed), model=model, train=train)
+        for idx, seed in zip(local, seeds, strict=True)
+    ]
+    executor = executor if executor is not None else InProcessExecutor()
+    done = 0
+
+    def on_done(i: int, result: MLPParams) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, len(jobs))
+
+    return executor.map(train_loop_job, jobs, on_done=on_done)

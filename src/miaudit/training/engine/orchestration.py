@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from miaudit.errors import DataError
+from miaudit.errors import ConfigError, DataError
 from miaudit.seeding import check_seed
 from miaudit.training.dp import dp_schedule, privacy_record
 from miaudit.training.engine.dp_stacked import train_stacked_dp
@@ -182,6 +182,11 @@ def _run(
     memory_budget_bytes: int | None,
     executor: Executor | None,
 ) -> tuple[list[MLPParams], str]:
+    if train.early_stopping:  # only the loop evaluates a validation split; never ignore the defence silently
+        raise ConfigError(
+            "the batched engine does not run early stopping (early_stopping_patience is set); train with "
+            "miaudit.training.train_models, which trains such recipes with the plain loop"
+        )
     X, y, sets, seeds_ = _validate(X, y, train_sets, seeds, model)
     if memory_budget_bytes is not None and (
         isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int) or memory_budget_bytes <= 0
