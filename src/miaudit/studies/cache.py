@@ -94,8 +94,9 @@ def train_key(train: TrainSpec) -> dict[str, Any]:
     mix them: the key holds what actually runs (the plain loop computes in float32).
     """
     from miaudit.training.hardware import resolve_precision
+    from miaudit.training.trainer import resolve_engine
 
-    engine = "loop" if train.engine == "loop" else "batched"
+    engine = resolve_engine(train)  # early stopping under "auto" runs in the loop
     precision = "f32" if engine == "loop" or train.dp else resolve_precision(train.precision)  # DP-SGD: f32
     return {**train.to_dict(), "engine": engine, "precision": precision}
 
