@@ -222,6 +222,10 @@ def _setting_options() -> dict[str, tuple[Any, Any]]:
         ),
         "max_grad_norm": (float, typer.Option(1.0, help="DP-SGD's per-example clipping bound.")),
         "label_smoothing": (float, typer.Option(0.0, help="Label smoothing of the training recipe (a defence).")),
+        "early_stopping_patience": (
+            int | None,
+            typer.Option(None, help="Early stopping: epochs without a better validation loss (10% held out)."),
+        ),
         "output_policy": (
             str,
             typer.Option(
@@ -269,7 +273,16 @@ def _setting_options() -> dict[str, tuple[Any, Any]]:
 
 _SETTING_OPTIONS = _setting_options()
 _RENAMED = {"shadows": "n_shadows", "refs": "n_refs"}
-_RECIPE = ("epochs", "batch_size", "lr", "weight_decay", "dp_epsilon", "max_grad_norm", "label_smoothing")
+_RECIPE = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "dp_epsilon",
+    "max_grad_norm",
+    "label_smoothing",
+    "early_stopping_patience",
+)
 _RUN = ("data_dir", "engine", "precision", "scheduler", "workers", "cache_dir")
 
 
