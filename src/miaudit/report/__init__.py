@@ -10,7 +10,9 @@ stored results only: it never imports models, training or attacks, and never rer
 Modules: ``records`` (the typed records and ``ReportError``); ``load`` (the one reader of a run
 directory); ``labels`` (names and number formats); ``tables``; ``figures`` and ``curves`` (compute,
 plot, render); ``document`` (the document tree); ``html`` and ``markdown`` (renderers);
-``run_report`` and ``study_sections`` (the one composer: what a report says); ``audit_load`` and
+``run_report`` and ``study_sections`` (the one composer: what a report says); ``setting_info`` (the
+reader of ``settings.json``), ``arms``, ``frontier`` and ``frontier_figures`` (studies of defences:
+the privacy-utility frontier and policies at the API); ``audit_load`` and
 ``audit_report`` (the reader and composer of an audit directory); ``build`` (the entry point).
 """
 

@@ -48,6 +48,7 @@ METRIC_NAMES = {
     "tpr_at_fpr_0": "TPR at 0 FPR",
     "target_train_accuracy": "target train accuracy",
     "target_test_accuracy": "target test accuracy",
+    "served_test_accuracy": "test accuracy through the API",
     "generalization_gap": "train-test gap",
     "n_members": "members",
     "n_nonmembers": "non-members",

@@ -14,7 +14,7 @@ import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,6 +36,7 @@ from miaudit.report.records import (
     StudyInfo,
     SummaryRow,
 )
+from miaudit.report.setting_info import SETTINGS_FILE, SettingInfo, read_settings
 
 __all__ = [
     "FORMATS_READ",
@@ -63,7 +64,8 @@ class RunData:
     """Everything a run directory holds for a report (the cache excluded).
 
     ``score_files`` maps each setting id to its ``scores/<setting_id>.npz``; the scores are read
-    when asked for, by :meth:`scores`.
+    when asked for, by :meth:`scores`. ``settings`` holds ``settings.json`` (each setting in full:
+    its label, recipe and output policy), empty for runs written before that file existed.
     """
 
     path: Path
@@ -72,6 +74,7 @@ class RunData:
     summary: tuple[SummaryRow, ...]
     findings: tuple[Finding, ...]
     score_files: Mapping[str, Path]
+    settings: Mapping[str, SettingInfo] = field(default_factory=dict)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -91,6 +94,11 @@ class RunData:
     def study_info(self, study: str) -> StudyInfo:
         """The manifest's title, paper reference and description of ``study`` (its id as title if none)."""
         return self.manifest.study(study) or StudyInfo(id=study, title=f"Study {study}")
+
+    def label(self, setting_id: str) -> str | None:
+        """The setting's ``label`` in ``settings.json`` (an arm's name, e.g. ``"DP eps 4"``), or None."""
+        info = self.settings.get(setting_id)
+        return info.label if info is not None else None
 
     def scores(self, setting_id: str) -> ScoreSet:
         """The stored scores of a setting, read from ``scores/<setting_id>.npz``."""
@@ -492,4 +500,5 @@ def load_run(run_dir: Path | str, *, allow_incomplete: bool = False) -> RunData:
     score_files = {p.stem: p for p in sorted(scores_dir.glob("*.npz")) if not p.name.startswith(".")}
     if not score_files:
         raise ReportError(f"scores/ in {path} holds no .npz files: {RERUN}")
-    return RunData(path, manifest, results, summary, findings, score_files)
+    settings = read_settings(path / SETTINGS_FILE)
+    return RunData(path, manifest, results, summary, findings, score_files, settings)

@@ -45,7 +45,6 @@ STATUSES = ("running", "complete", "interrupted")
 RERUN = "rerun the command that wrote the run directory: it resumes from its cache and rewrites the file"
 
 
-
 class ReportError(DataError):
     """Stored results are missing, partial or malformed, so no report can be built from them."""
 

@@ -20,6 +20,7 @@ from typing import Any
 from miaudit.report import curves as C
 from miaudit.report import figures as F
 from miaudit.report.document import Block, Bullets, Document, Paragraph, Preformatted, Section, Strong, Table
+from miaudit.report.frontier import arms_section
 from miaudit.report.labels import (
     dim_value,
     fmt_interval_text,
@@ -65,6 +66,13 @@ def best_setting(rows: list[SummaryRow]) -> SummaryRow | None:
     """The setting with the highest mean AUC (its ``auc`` summary row); None without AUC rows."""
     aucs = [r for r in rows if r.metric == "auc" and math.isfinite(r.mean)]
     return max(aucs, key=lambda r: r.mean) if aucs else None
+
+
+def _labelled(run: RunData, row: SummaryRow, *, dims: tuple[str, ...] | None = None) -> str:
+    """A setting's description, with its arm's label from ``settings.json`` first when it has one."""
+    text = setting_label(row.setting(), dims=dims)
+    label = run.label(row.setting_id)
+    return f"{label}: {text}" if label else text
 
 
 def is_single_attack(run: RunData) -> bool:
@@ -120,7 +128,7 @@ def _summary(run: RunData, best: SummaryRow | None) -> list[Block]:
         items.append(
             (
                 "Strongest attack (highest mean AUC): ",
-                Strong(setting_label(best.setting())),
+                Strong(_labelled(run, best)),
                 f" ({study_title(run, best.study)}, setting {best.setting_id}): ROC AUC ",
                 Strong(fmt_interval_text(best.interval)),
                 "; TPR at 0.1% FPR ",
@@ -191,7 +199,12 @@ def _run_facts(run: RunData) -> list[Block]:
 
 def _appendix(run: RunData) -> Section:
     tables = [
-        study_metrics_table([r for r in run.summary if r.study == s], title=study_title(run, s)) for s in run.studies
+        study_metrics_table(
+            [r for r in run.summary if r.study == s],
+            title=study_title(run, s),
+            labels={sid: info.label for sid, info in run.settings.items() if info.label},
+        )
+        for s in run.studies
     ]
     subs = (
         Section(
@@ -247,7 +260,7 @@ def _study_document(run: RunData) -> Document:
     best = best_setting(rows)
     sections: list[Section] = []
     if best is not None:
-        what = setting_label(best.setting(), dims=(*_ATTACK_DIMS, "arch", "target_size", "classes"))
+        what = _labelled(run, best, dims=(*_ATTACK_DIMS, "arch", "target_size", "classes"))
         figs = C.score_figures(run.scores(best.setting_id), prefix="best_", what=what)
         sections.append(
             Section(
@@ -263,7 +276,9 @@ def _study_document(run: RunData) -> Document:
             )
         )
     for study in run.studies:
-        sections.append(study_section(run, study, [r for r in rows if r.study == study]))
+        # a study of defences (arms sharing every CSV column) gets the frontier or the API section instead
+        arms = arms_section(run, study)
+        sections.append(arms if arms is not None else study_section(run, study, [r for r in rows if r.study == study]))
     overfitting = _overfitting_section(run, rows)
     if overfitting is not None:
         sections.append(overfitting)

@@ -250,12 +250,20 @@ def fixed_setting(rows: Iterable[SummaryRow]) -> dict[str, Any]:
     return out
 
 
-def study_metrics_table(rows: Iterable[SummaryRow], *, title: str) -> Table | None:
-    """Every setting of a study with its main metrics (mean ± 95% CI), for the appendix."""
+def study_metrics_table(
+    rows: Iterable[SummaryRow], *, title: str, labels: Mapping[str, str] | None = None
+) -> Table | None:
+    """Every setting of a study with its main metrics (mean ± 95% CI), for the appendix.
+
+    ``labels`` maps setting ids to their arms' names (``settings.json``); when any of the study's
+    settings has one, a first column shows it (the setting id where a setting has none).
+    """
     rows = list(rows)
     if not rows:
         return None
-    dims = varying_dims(rows) or ["attack_model"]
+    names = {r.setting_id: (labels or {}).get(r.setting_id) for r in rows}
+    named = any(names.values())
+    dims = varying_dims(rows) or ([] if named else ["attack_model"])
     index = {(r.setting_id, r.metric): r for r in rows}
     settings: dict[str, SummaryRow] = {}
     for r in rows:
@@ -264,7 +272,8 @@ def study_metrics_table(rows: Iterable[SummaryRow], *, title: str) -> Table | No
     order = sorted(settings.values(), key=lambda r: tuple(sort_value(d, getattr(r, d)) for d in dims))
     body = []
     for s in order:
-        line = [dim_value(d, getattr(s, d)) for d in dims]
+        line = [names[s.setting_id] or s.setting_id] if named else []
+        line += [dim_value(d, getattr(s, d)) for d in dims]
         for m in metrics:
             cell = index.get((s.setting_id, m))
             line.append(fmt_ci(cell.interval) if cell else "–")
@@ -272,9 +281,9 @@ def study_metrics_table(rows: Iterable[SummaryRow], *, title: str) -> Table | No
     fixed = setting_label(fixed_setting(rows))
     return Table(
         title=title,
-        columns=(*(dim_header(d) for d in dims), *(metric_name(m) for m in metrics)),
+        columns=(*(("setting",) if named else ()), *(dim_header(d) for d in dims), *(metric_name(m) for m in metrics)),
         rows=tuple(body),
-        align=("l",) * len(dims) + ("r",) * len(metrics),
+        align=("l",) * (len(dims) + named) + ("r",) * len(metrics),
         caption=f"Held fixed: {fixed}." if fixed else "",
     )
 
