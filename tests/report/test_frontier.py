@@ -370,6 +370,10 @@ def test_dropout_closest_dp_arm_moves_with_the_accuracy(tmp_path: Path) -> None:
     assert cmp is not None and cmp.dp.label == "DP eps 1"
     assert cmp.difference == pytest.approx(0.001, abs=1e-9) and math.isnan(cmp.low) and cmp.n == 2
     assert cmp.verdict == "inconclusive" and "fewer than 3 seeds" in cmp.sentence
+    # two seeds: no intervals, no error bars; the section and its figure are still drawn
+    section = _section(build_document(run)[0], "7")
+    (fig,) = [b for b in section.blocks if isinstance(b, FigureBlock)]
+    assert fig.png.startswith(PNG) and "inconclusive" in _text(section)
 
 
 def test_spent_epsilon_is_shown_when_the_run_records_it(run7: Path, tmp_path: Path) -> None:
