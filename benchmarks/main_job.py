@@ -13,7 +13,8 @@ Stage times come from each run's manifest (``timings``: training, attack fitting
 the wall time of the whole command (start-up, data loading and writing included) is measured here.
 The chosen paths are read from the run's manifest where it records them, else from the run's tuning
 file. The machine's load from other processes during each run is printed: on a shared machine, compare
-ratios with that in mind.
+ratios with that in mind. The CPU time of each command (its process and children) depends less on that
+load than its wall time does.
 
 Usage::
 
@@ -102,6 +103,7 @@ def run_variant(name: str, args: argparse.Namespace, workdir: Path) -> dict[str,
         ]
     return {
         "wall_s": wall,
+        "cpu_s": own1 - own0,
         "timings": manifest["timings"],
         "choices": choices or [],
         "others_share": others / (cores * wall),
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"| wall time of the command | {r['wall_s']:.1f} s | {t['wall_s']:.1f} s | {r['wall_s'] / t['wall_s']:.2f}x |"
     )
+    print(f"| CPU time of the command | {r['cpu_s']:.1f} s | {t['cpu_s']:.1f} s | {r['cpu_s'] / t['cpu_s']:.2f}x |")
     print(f"| models trained | {r['timings']['models_trained']} | {t['timings']['models_trained']} | |")
     print()
     for name in order:
