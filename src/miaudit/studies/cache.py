@@ -87,17 +87,20 @@ def array_digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def train_key(train: TrainSpec) -> dict[str, Any]:
+def train_key(train: TrainSpec, model: ModelSpec | None = None) -> dict[str, Any]:
     """The recipe as it determines a model: every field, with ``engine`` and ``precision`` resolved.
 
     ``auto`` means different arithmetic on different CPUs, so a cache copied between machines must not
-    mix them: the key holds what actually runs (the plain loop computes in float32).
+    mix them: the key holds what actually runs (the plain loop computes in float32). Given the ``model``,
+    ``auto`` resolves as the engine will train it (the measured choice of :mod:`miaudit.training.tuning`).
     """
     from miaudit.training.hardware import resolve_precision
     from miaudit.training.trainer import resolve_engine
 
     engine = resolve_engine(train)  # early stopping under "auto" runs in the loop
-    precision = "f32" if engine == "loop" or train.dp else resolve_precision(train.precision)  # DP-SGD: f32
+    precision = (  # DP-SGD and the loop: f32
+        "f32" if engine == "loop" or train.dp else resolve_precision(train.precision, model=model, train=train)
+    )
     return {**train.to_dict(), "engine": engine, "precision": precision}
 
 
@@ -118,7 +121,7 @@ def model_key(
         "n": len(idx),
         "seed": int(seed),
         "model": spec,
-        "train": train_key(train),
+        "train": train_key(train, model),
     }
 
 

@@ -396,14 +396,19 @@ class Experiment:
         ds, sp = self.view(st.dataset, st.classes), self.split(st.dataset, st.classes, seed)
         n = st.target_size
         evaluated = np.concatenate([sp.members[:n], sp.nonmembers[:n]])
-        attacker = ModelSpec.from_arch(st.attacker_arch, n_features=ds.n_features, n_classes=ds.n_classes).to_dict()
+        attacker_spec = ModelSpec.from_arch(st.attacker_arch, n_features=ds.n_features, n_classes=ds.n_classes)
+        attacker = attacker_spec.to_dict()
         attacker.pop("name")
         key = {
             "v": EVAL_KEY_VERSION,
             "target": self.target_key(st, seed),
             "attack": st.attack,
             "params": _jsonable(st.attack_kwargs(seed=derive_seed(seed, "attack"))),
-            "knowledge": {"population": population, "model": attacker, "train": train_key(self.train_spec(st))},
+            "knowledge": {
+                "population": population,
+                "model": attacker,
+                "train": train_key(self.train_spec(st), attacker_spec),
+            },
             "records": array_digest(ds.X[evaluated], ds.y[evaluated]),
         }
         if st.output_policy != "full":  # absent at the defaults: earlier evaluations keep their keys

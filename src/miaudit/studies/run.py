@@ -239,6 +239,9 @@ def run_studies(
     write_json(out / "findings.json", findings)
     # every setting in full, by id: what the tables' columns do not show (defences, policies, labels)
     write_json(out / "settings.json", {s.setting_id: s.model_dump(mode="json") for s in settings})
+    from miaudit.training.tuning import choices_made
+
+    manifest["engine"]["choices"] = choices_made()  # which path trained each workload, and why
     manifest.update(
         status="complete",
         finished=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
