@@ -190,6 +190,9 @@ _SCHEDULER_OPTION = typer.Option(
 _WORKERS_OPTION = typer.Option(
     None, help="Train on a local Dask cluster of N worker processes (one thread each, on 127.0.0.1)."
 )
+_DEVICE_OPTION = typer.Option(
+    "cpu", help="Where the batched engine trains: cpu | cuda | mps (a GPU PyTorch can use; same numbers to rounding)."
+)
 
 
 # The options of a setting, declared once: ``attack`` and ``compare`` take all of them (setting fields, the
@@ -197,7 +200,7 @@ _WORKERS_OPTION = typer.Option(
 def _setting_options() -> dict[str, tuple[Any, Any]]:
     from miaudit.attacks.classifiers import ATTACK_MODELS, FEATURE_SETS
     from miaudit.data.datasets import DATASETS
-    from miaudit.training.specs import ARCHITECTURES, ENGINES, PRECISIONS
+    from miaudit.training.specs import ARCHITECTURES, DEVICES, ENGINES, PRECISIONS
 
     def one_of(values: Any) -> str:
         return " | ".join(values)
@@ -262,6 +265,10 @@ def _setting_options() -> dict[str, tuple[Any, Any]]:
         ),
         "engine": (str, typer.Option("auto", help=f"Training engine: {one_of(ENGINES)}.")),
         "precision": (str, typer.Option("auto", help=f"Training precision: {one_of(PRECISIONS)}.")),
+        "device": (
+            str,
+            typer.Option("cpu", help=f"Where the batched engine trains: {one_of(DEVICES)} (same numbers to rounding)."),
+        ),
         "scheduler": (str | None, _SCHEDULER_OPTION),
         "workers": (int | None, _WORKERS_OPTION),
         "cache_dir": (
@@ -283,7 +290,7 @@ _RECIPE = (
     "label_smoothing",
     "early_stopping_patience",
 )
-_RUN = ("data_dir", "engine", "precision", "scheduler", "workers", "cache_dir")
+_RUN = ("data_dir", "engine", "precision", "device", "scheduler", "workers", "cache_dir")
 
 
 def with_setting_options(func: Callable[..., None]) -> Callable[..., None]:
@@ -491,6 +498,7 @@ def reproduce(
     data_dir: Path | None = typer.Option(None, envvar="MIAUDIT_DATA_DIR", help="Folder with the dataset files."),
     engine: str = typer.Option("auto", help="Training engine: auto | batched | loop."),
     precision: str = typer.Option("auto", help="Training precision: auto | f32 | bf16."),
+    device: str = _DEVICE_OPTION,
     scheduler: str | None = _SCHEDULER_OPTION,
     workers: int | None = _WORKERS_OPTION,
     report: bool = typer.Option(True, help="Write the HTML and Markdown report at the end."),
@@ -514,6 +522,7 @@ def reproduce(
                 "seeds": seeds,
                 "engine": engine,
                 "precision": precision,
+                "device": device,
                 "data_dir": str(data_dir) if data_dir else None,
                 "scheduler": scheduler,
                 "workers": workers,

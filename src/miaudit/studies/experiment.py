@@ -316,7 +316,7 @@ class Experiment:
 
     # ------------------------------------------------------------------ models
     def train_spec(self, st: Setting) -> TrainSpec:
-        """The setting's recipe with this run's engine and precision."""
+        """The setting's recipe with this run's engine, precision and device."""
         r = st.train
         return TrainSpec(
             epochs=r.epochs,
@@ -333,6 +333,7 @@ class Experiment:
             label_smoothing=r.label_smoothing,
             early_stopping_patience=r.early_stopping_patience,
             validation_fraction=r.validation_fraction,
+            device=self.run_spec.device,
         )
 
     def _target_request(self, st: Setting, seed: int) -> tuple[Dataset, np.ndarray, int, ModelSpec, TrainSpec]:

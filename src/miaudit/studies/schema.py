@@ -363,12 +363,18 @@ class RunSpec(_Frozen):
     Dask scheduler, ``tcp://HOST:8786``) or ``workers`` (a local Dask cluster of that many worker
     processes) train the models on a cluster instead of in this process; the numbers are the same, so
     neither is part of any key. They need the batched engine (``auto`` or ``batched``).
+
+    ``device`` (``cpu``, ``cuda``, ``mps``) is where the batched engine computes; results agree across
+    devices to rounding, and a device other than ``cpu`` is part of the trained models' cache keys
+    (``cpu`` is not: the keys of CPU runs stay as they were). A GPU must be usable here, checked at
+    once; engine ``loop`` trains on the CPU only.
     """
 
     seeds: int = Field(default=1, ge=1, le=1000)
     first_seed: int = Field(default=0, ge=0, le=2**62)
     engine: str = "auto"
     precision: str = "auto"
+    device: str = "cpu"
     data_dir: str | None = None
     scheduler: str | None = None
     workers: int | None = Field(default=None, ge=1, le=4096)
@@ -395,7 +401,24 @@ class RunSpec(_Frozen):
                 "engine 'loop' trains one model at a time in this process; training on a Dask cluster needs "
                 "engine 'auto' or 'batched'"
             )
+        if self.device != "cpu" and self.engine == "loop":
+            raise ValueError(
+                f"engine 'loop' trains on the CPU; device {self.device!r} needs engine 'auto' or 'batched' "
+                "(or use device 'cpu')"
+            )
         return self
+
+    @field_validator("device")
+    @classmethod
+    def _device_usable(cls, v: str) -> str:
+        from miaudit.training.specs import DEVICES
+
+        v = _choice("device", v, DEVICES)
+        if v != "cpu":  # a GPU this PyTorch cannot use fails here, before any data is loaded
+            from miaudit.training.hardware import resolve_device
+
+            resolve_device(v)
+        return v
 
     @field_validator("engine")
     @classmethod

@@ -8,6 +8,13 @@ native bf16 matrix instructions (Intel AMX-BF16 or AVX512-BF16, or the Arm BF16 
 detected from the CPU flags the kernel reports and confirmed with PyTorch's oneDNN backend; never
 guessed from the model name. Elsewhere bf16 still runs (slowly, emulated), but the rule picks f32.
 
+``MIAUDIT_NATIVE_ISA=avx2`` makes this module see the CPU as an AVX2-only one (:func:`native_isa`):
+:func:`usable_cpu_flags` drops every AVX-512 and AMX flag, so there is no native bf16 and ``auto``
+behaves as on an AVX2 CPU, and :mod:`miaudit.training.native` builds its kernels with AVX-512 off.
+
+:func:`resolve_device` checks a device name (``cpu``, ``cuda``, ``mps``) against what this PyTorch
+can use.
+
 >>> resolve_precision("f32")
 'f32'
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -26,10 +34,12 @@ from pathlib import Path
 import torch
 
 from miaudit.errors import ConfigError
-from miaudit.training.specs import ModelSpec, TrainSpec
+from miaudit.training.specs import DEVICES, ModelSpec, TrainSpec
 
 __all__ = [
     "BF16_FLAGS",
+    "ISAS",
+    "ISA_ENV",
     "available_memory_bytes",
     "cpu_flags",
     "cpu_model",
@@ -37,13 +47,23 @@ __all__ = [
     "flush_denormals",
     "matmul_peak_gflops",
     "native_bf16",
+    "native_isa",
+    "resolve_device",
     "resolve_precision",
+    "usable_cpu_flags",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: CPU flags (as in /proc/cpuinfo) that mean native bf16 matrix arithmetic.
 BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16", "bf16"})
+
+#: ``avx2``: treat this x86 CPU as one without AVX-512 and AMX (kernels built without them, no native bf16).
+ISA_ENV = "MIAUDIT_NATIVE_ISA"
+#: The instruction sets :data:`ISA_ENV` may name: ``native`` (all the CPU has; the default) or ``avx2``.
+ISAS = ("native", "avx2")
+#: CPU flags an AVX2-only x86 CPU does not have (prefixes of /proc/cpuinfo flags).
+_AVX512_PREFIXES = ("avx512", "amx")
 
 _CPUINFO = Path("/proc/cpuinfo")
 _MEMINFO = Path("/proc/meminfo")
@@ -89,15 +109,49 @@ def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
     return frozenset()
 
 
-@functools.cache
+def native_isa() -> str:
+    """The instruction set the native kernels and :func:`native_bf16` assume: ``native`` or ``avx2``.
+
+    From the environment variable ``MIAUDIT_NATIVE_ISA`` (empty or unset: ``native``). ``avx2`` emulates an
+    AVX2-only x86 CPU on one that has AVX-512: kernels compiled with AVX-512 and AMX off, no native bf16.
+
+    Raises
+    ------
+    ConfigError
+        An unknown value, or ``avx2`` on a CPU that is not x86-64.
+    """
+    value = os.environ.get(ISA_ENV, "").strip().lower() or "native"
+    if value not in ISAS:
+        raise ConfigError(f"{ISA_ENV} must be one of {', '.join(map(repr, ISAS))} (or unset); got {value!r}")
+    if value == "avx2" and platform.machine().lower() not in ("x86_64", "amd64"):
+        raise ConfigError(
+            f"{ISA_ENV}=avx2 emulates an AVX2-only x86-64 CPU; this is a {platform.machine()} CPU: unset {ISA_ENV}"
+        )
+    return value
+
+
+def usable_cpu_flags() -> frozenset[str]:
+    """:func:`cpu_flags` as the engine may use them: without AVX-512 and AMX flags under ``MIAUDIT_NATIVE_ISA=avx2``."""
+    flags = cpu_flags()
+    if native_isa() == "avx2":
+        return frozenset(f for f in flags if not f.startswith(_AVX512_PREFIXES))
+    return flags
+
+
 def native_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices natively (AMX-BF16, AVX512-BF16 or Arm BF16).
 
-    Requires both the CPU flag and a PyTorch build whose oneDNN backend can use it.
+    Requires both the CPU flag (of :func:`usable_cpu_flags`: none under ``MIAUDIT_NATIVE_ISA=avx2`` on
+    x86) and a PyTorch build whose oneDNN backend can use it.
     """
-    flags = cpu_flags() & BF16_FLAGS
+    return _native_bf16(usable_cpu_flags())
+
+
+@functools.cache
+def _native_bf16(usable: frozenset[str]) -> bool:
+    flags = usable & BF16_FLAGS
     if not flags:
-        logger.debug("no native bf16 flag on this %s CPU", platform.machine())
+        logger.debug("no native bf16 flag on this %s CPU (%s=%s)", platform.machine(), ISA_ENV, native_isa())
         return False
     try:
         supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -136,6 +190,42 @@ def resolve_precision(precision: str, *, model: ModelSpec | None = None, train: 
     if precision in ("f32", "bf16"):
         return precision
     raise ConfigError(f"precision must be one of 'auto', 'f32', 'bf16'; got {precision!r}")
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device for a :class:`~miaudit.training.specs.TrainSpec` device name, checked to be usable here.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda", "mps"}
+
+    Raises
+    ------
+    ConfigError
+        An unknown name, or a GPU this PyTorch cannot use (no CUDA device or a build without CUDA; no
+        Metal Performance Shaders), naming the fix.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(map(repr, DEVICES))}; got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        build = (
+            "without CUDA" if torch.version.cuda is None else f"with CUDA {torch.version.cuda}, but no GPU is visible"
+        )
+        raise ConfigError(
+            f"device 'cuda' needs an NVIDIA GPU and a CUDA build of PyTorch; this is torch {torch.__version__} "
+            f"{build} (torch.cuda.is_available() is False): use --device cpu, or install a CUDA build of torch "
+            "on a machine with a GPU (check CUDA_VISIBLE_DEVICES)"
+        )
+    if device == "mps" and not (torch.backends.mps.is_built() and torch.backends.mps.is_available()):
+        raise ConfigError(
+            f"device 'mps' needs Apple silicon with macOS 12.3 or later and a PyTorch built with MPS; "
+            f"torch.backends.mps.is_available() is False on this {platform.system()} {platform.machine()} machine: "
+            "use --device cpu"
+        )
+    return torch.device(device)
 
 
 def available_memory_bytes() -> int | None:

@@ -35,6 +35,16 @@ Where there is no compiler, the build fails, or ``MIAUDIT_NATIVE=0`` is set, the
 PyTorch operations instead: same arithmetic (to float32 rounding), slower. ``MIAUDIT_NATIVE=adam``
 keeps only the Adam step (the stacked PyTorch path for every network). :func:`native_status` says
 which is in use and why.
+
+AVX2-only CPUs, emulated
+------------------------
+``MIAUDIT_NATIVE_ISA=avx2`` (:func:`miaudit.training.hardware.native_isa`) builds the kernels as for a
+CPU without AVX-512 or AMX: ``-march=native`` then :data:`AVX2_FLAGS` (``-mno-avx512f`` turns off every
+AVX-512 extension with it), into separate libraries (``miaudit_adam-avx2_<hash>.so``) beside the native
+ones; the AMX kernel is not used, and :func:`~miaudit.training.hardware.native_bf16` is false, so
+``precision="auto"`` and the tuner behave as on an AVX2 CPU. PyTorch's own kernels are not affected:
+limit them with ``ATEN_CPU_CAPABILITY=avx2`` and ``ONEDNN_MAX_CPU_ISA=AVX2`` before torch starts
+(``benchmarks/train_throughput.py --emulate-avx2`` sets all three).
 """
 
 from __future__ import annotations
@@ -62,9 +72,19 @@ from miaudit.training._native import adam as adam_contract
 from miaudit.training._native import mlp1 as mlp1_contract
 from miaudit.training._native.adam import ADAM
 from miaudit.training._native.contract import BoundCall
-from miaudit.training.hardware import cpu_flags
+from miaudit.training.hardware import ISA_ENV, cpu_flags, native_isa, usable_cpu_flags
 
-__all__ = ["NATIVE_ENV", "AdamBuffers", "MLP1Kernels", "NativeKernels", "load_mlp1", "load_native", "native_status"]
+__all__ = [
+    "AVX2_FLAGS",
+    "NATIVE_ENV",
+    "AdamBuffers",
+    "MLP1Kernels",
+    "NativeKernels",
+    "library_flags",
+    "load_mlp1",
+    "load_native",
+    "native_status",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +92,11 @@ logger = logging.getLogger(__name__)
 NATIVE_ENV = "MIAUDIT_NATIVE"
 _SOURCES = Path(__file__).with_name("_native")
 _FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")
+#: Added after ``-march=native`` under ``MIAUDIT_NATIVE_ISA=avx2``: no AVX-512 (``-mno-avx512f`` implies every
+#: AVX-512 extension) and no AMX (``-mno-amx-tile`` implies AMX-BF16 and AMX-INT8).
+AVX2_FLAGS = ("-mno-avx512f", "-mno-amx-tile")
 _lock = threading.Lock()
-_loaded: dict[tuple[str, str], tuple[Any, str]] = {}
+_loaded: dict[tuple[str, str, str], tuple[Any, str]] = {}
 
 
 @dataclass(frozen=True)
@@ -215,12 +238,23 @@ class MLP1Kernels:
 
 
 def native_status() -> str:
-    """One line: which compiled kernels are in use, and why not where not."""
+    """One line: which compiled kernels are in use, and why not where not (and the emulated instruction set)."""
     parts = []
     for name in ("adam", "mlp1"):
         kernels, why = _load(name)
         parts.append(f"{name} compiled" if kernels is not None else f"{name} not used ({why})")
+    if native_isa() != "native":
+        parts.append(f"built for {native_isa()} ({ISA_ENV}={native_isa()}: {' '.join(AVX2_FLAGS)})")
     return "; ".join(parts)
+
+
+def library_flags() -> tuple[tuple[str, ...], ...]:
+    """The compiler flags tried in order (the first that builds is used): for this CPU, then generic x86-64.
+
+    Under ``MIAUDIT_NATIVE_ISA=avx2`` each ends with :data:`AVX2_FLAGS`.
+    """
+    extra = AVX2_FLAGS if native_isa() == "avx2" else ()
+    return tuple((*_FLAGS, *arch, *extra) for arch in (("-march=native",), ()))
 
 
 def load_native() -> NativeKernels | None:
@@ -239,11 +273,12 @@ def _load(name: str) -> tuple[Any, str]:
         return None, f"{NATIVE_ENV}={setting}"
     if setting == "adam" and name != "adam":
         return None, f"{NATIVE_ENV}=adam"
-    key = (name, os.environ.get("CC", ""))
+    isa = native_isa()
+    key = (name, os.environ.get("CC", ""), isa)
     with _lock:
         if key not in _loaded:
             if name == "mlp1" and not _has_amx():
-                _loaded[key] = None, "the CPU has no AMX-BF16"
+                _loaded[key] = None, f"{ISA_ENV}={isa}: no AMX" if isa != "native" else "the CPU has no AMX-BF16"
             else:
                 _loaded[key] = _build_and_load(name)
             kernels, why = _loaded[key]
@@ -255,7 +290,7 @@ def _load(name: str) -> tuple[Any, str]:
 
 
 def _has_amx() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64") and {"amx_bf16", "amx_tile"} <= cpu_flags()
+    return platform.machine().lower() in ("x86_64", "amd64") and {"amx_bf16", "amx_tile"} <= usable_cpu_flags()
 
 
 def _compiler() -> str | None:
@@ -281,8 +316,9 @@ def _build_and_load(name: str) -> tuple[Any, str]:
     src = _SOURCES / f"{name}.c"
     # the source and the headers it may include: a change to either makes a new build
     source = b"".join(path.read_bytes() for path in [src, *sorted(_SOURCES.glob("*.h"))])
-    for arch in (("-march=native",), ()):
-        flags = (*_FLAGS, *arch)
+    isa = native_isa()
+    stem = f"miaudit_{name}" if isa == "native" else f"miaudit_{name}-{isa}"  # emulated builds apart from native
+    for flags in library_flags():
         digest = hashlib.sha256(
             b"\0".join(
                 [
@@ -297,7 +333,7 @@ def _build_and_load(name: str) -> tuple[Any, str]:
         why = ""
         user = os.getuid() if hasattr(os, "getuid") else os.getpid()
         for directory in (_cache_dir(), Path(tempfile.gettempdir()) / f"miaudit-native-{user}"):
-            path = directory / f"miaudit_{name}_{digest}.so"
+            path = directory / f"{stem}_{digest}.so"
             # a cached library that does not load (damaged, truncated) is built again in its place, once
             for attempt in ("cached", "rebuilt") if path.is_file() else ("rebuilt",):
                 if attempt == "rebuilt":

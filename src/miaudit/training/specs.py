@@ -17,7 +17,7 @@ from typing import Any
 
 from miaudit.errors import ConfigError
 
-__all__ = ["ACCOUNTANTS", "ARCHITECTURES", "ENGINES", "PRECISIONS", "ModelSpec", "TrainSpec", "spec_hash"]
+__all__ = ["ACCOUNTANTS", "ARCHITECTURES", "DEVICES", "ENGINES", "PRECISIONS", "ModelSpec", "TrainSpec", "spec_hash"]
 
 #: Named architectures of the seed study: hidden layer widths and dropout rate.
 #: ``simple`` is the seed's network (784-128-10); ``dense`` has more and wider layers and is made
@@ -29,6 +29,9 @@ ARCHITECTURES: dict[str, tuple[tuple[int, ...], float]] = {
 }
 PRECISIONS = ("auto", "f32", "bf16")
 ENGINES = ("auto", "batched", "loop")
+#: Where the batched engine computes (``cuda`` and ``mps`` where PyTorch has them; see
+#: :func:`miaudit.training.hardware.resolve_device`)
+DEVICES = ("cpu", "cuda", "mps")
 #: Opacus's privacy accountants that DP-SGD recipes may name (``dp_accountant``)
 ACCOUNTANTS = ("rdp", "prv")
 
@@ -154,6 +157,11 @@ class TrainSpec:
     validation_fraction : float
         The share of each model's training set held out for early stopping, in (0, 1); the records
         are chosen from the model's seed. Unused while early stopping is off.
+    device : {"cpu", "cuda", "mps"}
+        Where the batched engine computes. Minibatches, dropout masks and DP-SGD noise are drawn on the
+        CPU from the model's seed on every device, so a model's numbers agree across devices to float
+        rounding. Recipes the plain loop trains (early stopping) train on the CPU; engine ``loop`` with
+        another device is an error.
 
     DP-SGD is on when ``dp_epsilon`` or ``dp_noise_multiplier`` is set. :meth:`to_dict` (the cache
     key of a recipe) omits every DP, label-smoothing and early-stopping field at its default, and the
@@ -175,6 +183,7 @@ class TrainSpec:
     label_smoothing: float = 0.0
     early_stopping_patience: int | None = None
     validation_fraction: float = 0.1
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, minimum=1)
@@ -183,6 +192,12 @@ class TrainSpec:
         _check_float("weight_decay", self.weight_decay, low=0.0, high=10.0)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("engine", self.engine, ENGINES)
+        _check_choice("device", self.device, DEVICES)
+        if self.device != "cpu" and self.engine == "loop":
+            raise ConfigError(
+                f"the plain loop (engine 'loop') trains on the CPU; device {self.device!r} needs engine 'auto' or "
+                "'batched', or use device 'cpu'"
+            )
         if self.dp_epsilon is not None:
             _check_float("dp_epsilon", self.dp_epsilon, low=1e-6, high=1e6)
         if self.dp_noise_multiplier is not None:
@@ -249,6 +264,8 @@ class TrainSpec:
             unused = (name in _DP_ONLY and not self.dp) or (name in _ES_ONLY and not self.early_stopping)
             if d[name] == default or unused:
                 del d[name]
+        if self.device == "cpu" or self.early_stopping:  # the plain loop (early stopping) trains on the CPU
+            del d["device"]
         return d
 
 

@@ -306,6 +306,9 @@ def train_models(
             "engine='batched' or 'auto' to train on an executor (a Dask cluster), or pass no executor"
         )
     logger.info("training %d %s models with the %s engine", len(train_sets), model.name, engine)
+    if engine == "loop" and train.device != "cpu":  # early stopping: only the loop runs it, on the CPU
+        logger.info("early stopping trains in the plain loop, on the CPU (device %r is for the batched engine)",
+                    train.device)  # fmt: skip
     if engine == "batched":
         from miaudit.training.batched import train_batched
 

@@ -33,6 +33,10 @@ bf16 units, the compiled Adam step where it builds, chunks of at most
 :data:`~miaudit.training.engine.planning.MAX_CHUNK`, the fused path wherever it applies. DP-SGD
 recipes are not tuned: float32 on the stacked path, by the rules.
 
+Recipes for a GPU (``train.device`` ``cuda`` or ``mps``) are not tuned either (every candidate is
+timed on the CPU): the stacked path with PyTorch's fused Adam (the compiled step and the fused AMX
+path are CPU code), float32 for ``auto``, at most :data:`DEVICE_MAX_CHUNK` models per stack.
+
 The seed determines the numbers, not the timing: with the same seed, path and precision a model's
 weights are bitwise the same whatever the tuner measured (chunk size never changes them; precision,
 the Adam step and the fused path change them at float rounding). :func:`describe_choice` says which
@@ -83,6 +87,7 @@ from miaudit.training.specs import ModelSpec, TrainSpec
 __all__ = [
     "CHUNK_CANDIDATES",
     "DEFAULT_SECONDS",
+    "DEVICE_MAX_CHUNK",
     "TUNER_VERSION",
     "TUNING_ENV",
     "Candidate",
@@ -107,6 +112,8 @@ logger = logging.getLogger(__name__)
 TUNING_ENV = "MIAUDIT_TUNING"
 #: Models per stack tried (those that fit the memory budget).
 CHUNK_CANDIDATES = (4, 8, 16, 32)
+#: Most models per stack on a GPU: larger stacks spread each kernel launch over more models.
+DEVICE_MAX_CHUNK = 256
 #: Measuring time in all, spread over about a dozen measurements (large networks take longer: every
 #: measurement runs a warm-up step and at least two timed steps).
 DEFAULT_SECONDS = 1.5
@@ -232,7 +239,18 @@ def workload_key(*, model: ModelSpec, train: TrainSpec) -> dict[str, Any]:
         "dropout": model.dropout > 0,
         "label_smoothing": train.label_smoothing > 0,
         "precision": train.precision,
+        **_isa_key(),
     }
+
+
+def _isa_key() -> dict[str, Any]:
+    """The instruction sets in use where they are not the CPU's own (emulation): empty otherwise, so keys stay."""
+    out: dict[str, Any] = {}
+    if hardware.native_isa() != "native":
+        out["native_isa"] = hardware.native_isa()
+    if os.environ.get("ATEN_CPU_CAPABILITY") or os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        out["torch_isa"] = [torch.backends.cpu.get_cpu_capability(), os.environ.get("ONEDNN_MAX_CPU_ISA", "")]
+    return out
 
 
 def _hash(key: dict[str, Any]) -> str:
@@ -240,7 +258,26 @@ def _hash(key: dict[str, Any]) -> str:
 
 
 def rule_choice(*, model: ModelSpec, train: TrainSpec, why: str = "") -> PathChoice:
-    """The fixed rules (``MIAUDIT_TUNING=off``; DP-SGD always): the engine's choices before tuning."""
+    """The fixed rules (``MIAUDIT_TUNING=off``; DP-SGD and GPUs always): the engine's choices before tuning.
+
+    On a GPU (``train.device`` not ``cpu``): the stacked path with PyTorch's fused Adam, float32 for
+    ``auto`` (and DP-SGD), at most :data:`DEVICE_MAX_CHUNK` models per stack.
+    """
+    if train.device != "cpu":
+        precision = "f32" if train.dp or train.precision == "auto" else train.precision
+        rules = (
+            f"device {train.device!r}: the stacked path with PyTorch's fused Adam (the compiled kernels are CPU "
+            f"code), float32 for precision 'auto', at most {DEVICE_MAX_CHUNK} models per stack; not tuned (the "
+            "tuner times CPU paths)"
+        )
+        return PathChoice(
+            precision=precision,
+            path="stacked",
+            adam="torch",
+            max_chunk=DEVICE_MAX_CHUNK,
+            source="rules",
+            reason=f"{why}: {rules}" if why else rules,
+        )
     precision = "f32" if train.dp else hardware.resolve_precision(train.precision)
     fused = not train.dp and fused_applies(model, train, precision)
     adam = "compiled" if load_native() is not None else "torch"
@@ -474,7 +511,8 @@ def tune(
     """The measured path for this workload: from the tuning file, or timed now and stored there.
 
     Unlike :func:`choose_path` this ignores ``MIAUDIT_TUNING``; ``force`` times again even when a
-    choice is cached (and replaces it, in the file and in this process). DP-SGD recipes get the rules.
+    choice is cached (and replaces it, in the file and in this process). DP-SGD recipes and recipes
+    for a GPU get the rules.
 
     Parameters
     ----------
@@ -485,6 +523,8 @@ def tune(
         ``measure(candidate, seconds) -> seconds per model-step``; default :func:`measure_candidate`.
     force : bool
     """
+    if train.device != "cpu":
+        return rule_choice(model=model, train=train)
     if train.dp:
         return rule_choice(model=model, train=train, why="DP-SGD trains in float32 on the stacked path (not tuned)")
     key = workload_key(model=model, train=train)
@@ -504,11 +544,14 @@ def tune(
 def choose_path(*, model: ModelSpec, train: TrainSpec, measure: Measure | None = None) -> PathChoice:
     """The path the batched engine trains this workload on (what ``precision="auto"`` and the engine use).
 
-    DP-SGD and ``MIAUDIT_TUNING=off``: the fixed rules. Otherwise the measured choice (:func:`tune`):
-    cached per machine and workload, timed at first use, fixed for the rest of the process. An explicit
+    GPUs (``train.device`` not ``cpu``), DP-SGD and ``MIAUDIT_TUNING=off``: the fixed rules. Otherwise
+    the measured choice (:func:`tune`): cached per machine and workload, timed at first use, fixed for
+    the rest of the process. An explicit
     ``train.precision`` is kept; only the path for it is chosen. :func:`pinned` overrides parts of it.
     """
-    if train.dp:
+    if train.device != "cpu":
+        choice = rule_choice(model=model, train=train)
+    elif train.dp:
         choice = rule_choice(model=model, train=train, why="DP-SGD trains in float32 on the stacked path (not tuned)")
     elif not tuning_enabled():
         choice = rule_choice(model=model, train=train, why=f"{TUNING_ENV}=off")
@@ -530,6 +573,7 @@ def choose_path(*, model: ModelSpec, train: TrainSpec, measure: Measure | None =
         "model": f"{'-'.join(map(str, model.layer_sizes))} {model.name}",
         "batch_size": train.batch_size,
         **choice.to_dict(),
+        **({"device": train.device} if train.device != "cpu" else {}),
     }
     return choice
 
@@ -574,7 +618,8 @@ def describe_choice(*, model: ModelSpec, train: TrainSpec) -> dict[str, Any]:
     if train.engine == "loop":
         return {"engine": "loop", "precision": "f32", "reason": "the plain PyTorch loop, one model at a time"}
     choice = choose_path(model=model, train=train)
-    return {"engine": "batched", **choice.to_dict(), "tuning_file": str(tuning_file())}
+    device = {"device": train.device} if train.device != "cpu" else {}
+    return {"engine": "batched", **choice.to_dict(), **device, "tuning_file": str(tuning_file())}
 
 
 def choices_made() -> list[dict[str, Any]]:

@@ -18,6 +18,9 @@ The algorithm is :mod:`miaudit.training.dp`'s (Opacus's DP-SGD); here is how K m
   its stack only through rounding (the padded width follows the stack's largest batch).
 * **Dropout** masks come from ``torch_generator(seed, "dropout", layer)``, one row per real example in
   step order (as the plain loop draws them), so a model's training does not depend on its stack.
+* **Devices.** On a GPU (``TrainSpec.device``) the same code runs with the stack and its buffers there;
+  Poisson samples, dropout masks and the noise are drawn on the CPU, as on the CPU path, and moved, so
+  the same seed gives the same batches, masks and noise on every device.
 
 DP-SGD computes in float32.
 """
@@ -156,17 +159,22 @@ class DPStepPlan(StepPlan):
         schedules: Sequence[DPSchedule],
     ) -> None:
         super().__init__(stack, pool, batch, train, spec.dropout)
-        K = stack.K
+        K, dev = stack.K, stack.device
         self.pool_sq, self.batch = pool_sq, batch
-        self.norms = torch.zeros(K, batch)
+        self.norms = torch.zeros(K, batch, device=dev)
         self.max_grad_norm = train.max_grad_norm
-        self.inv_batch = torch.tensor([1.0 / s.expected_batch_size for s in schedules]).view(K, 1)
+        self.inv_batch = torch.tensor([1.0 / s.expected_batch_size for s in schedules], device=dev).view(K, 1)
         std = [s.noise_std / s.expected_batch_size for s in schedules]
         self.noisy = [(a, v) for a, v in enumerate(std) if v > 0]
-        self.noise = stack.buffer("dp-noise", (K, spec.n_parameters), torch.float32)  # shared by the stack's plans
+        shape = (K, spec.n_parameters)
+        self.noise = stack.buffer("dp-noise", shape, torch.float32)  # shared by the stack's plans
+        # the noise is drawn on the CPU (the generators' device) and moved: one buffer on the CPU
+        cpu = torch.device("cpu")
+        self.noise_cpu = self.noise if dev == cpu else stack.buffer("dp-noise-cpu", shape, torch.float32, cpu)
         for a, v in enumerate(std):
-            if v == 0:
-                self.noise[a].zero_()  # a model without noise (sigma 0) in a stack with noise: zeros, never drawn
+            if v == 0:  # a model without noise (sigma 0) in a stack with noise: zeros, never drawn
+                self.noise[a].zero_()
+                self.noise_cpu[a].zero_()
         self.noise_views = _noise_views(stack, spec, self.noise)
         # each hidden layer's input as (K, batch, fan_in) (None: the pool's rows), and whether it has a bias block
         self.inputs = [(None if lay.folded else h_in, not lay.folded) for lay, _z, _h, h_in, _w, _b in self.hidden]
@@ -230,7 +238,9 @@ class DPStepPlan(StepPlan):
                 torch.sum(dz, dim=1, keepdim=True, out=gb)
         if self.noisy:
             for a, std in self.noisy:
-                self.noise[a].normal_(0.0, std, generator=noise_gens[a])
+                self.noise_cpu[a].normal_(0.0, std, generator=noise_gens[a])
+            if self.noise_cpu is not self.noise:
+                self.noise.copy_(self.noise_cpu)
             for g, n in self.noise_views:
                 g.add_(n)
         self.adam()
@@ -267,14 +277,17 @@ def train_stacked_dp(job: ChunkJob) -> list[MLPParams]:
         raise TrainingError("train_stacked_dp needs the chunk's DP-SGD schedules (ChunkJob.dp)")
     layers: list[Layer] = layer_layout(spec, "f32")
     K, C = len(job.seeds), spec.n_classes
-    stack = Stack.initial(spec, layers, [init_params(spec, torch_generator(s, "train")) for s in job.seeds])
+    device = torch.device(job.device)
+    pool, labels = job.pool.to(device), job.labels.to(device)  # no copy where they are there already
+    inits = [init_params(spec, torch_generator(s, "train")) for s in job.seeds]
+    stack = Stack.initial(spec, layers, inits, device)
     streams = [
         PoissonStream(rows, sample_generator(s), sch)
         for rows, s, sch in zip(job.train_sets, job.seeds, job.dp, strict=True)
     ]
     noise_gens = [noise_generator(s) for s in job.seeds]
     drop_gens = [[torch_generator(s, "dropout", i) for i in range(len(spec.hidden))] for s in job.seeds]
-    pool_sq = job.pool.square().sum(1)  # each row's squared norm, its ones column included
+    pool_sq = pool.square().sum(1)  # each row's squared norm, its ones column included
     results: list[MLPParams | None] = [None] * K
     active = list(range(K))
     plans: dict[int, DPStepPlan] = {}
@@ -283,15 +296,18 @@ def train_stacked_dp(job: ChunkJob) -> list[MLPParams]:
         while active:
             Ka = len(active)
             L = min(min(streams[k].total for k in active) - t, BLOCK_STEPS)
-            idx, w, counts, widths = _block([streams[k] for k in active], L)
-            negy = neg_targets(job.labels[idx], w, C, tr.label_smoothing)
+            idx, w, counts, widths = _block([streams[k] for k in active], L)  # drawn on the CPU
+            idx, w = idx.to(device), w.to(device)
+            negy = neg_targets(labels[idx], w, C, tr.label_smoothing)
             rw = w.unsqueeze(2)
-            masks = _dp_dropout_masks(spec, [drop_gens[k] for k in active], counts, idx.shape[2])
+            masks = [
+                m.to(device) for m in _dp_dropout_masks(spec, [drop_gens[k] for k in active], counts, idx.shape[2])
+            ]
             gens = [noise_gens[k] for k in active]
             for step, B in enumerate(widths):
                 plan = plans.get(B)
                 if plan is None:
-                    plan = plans[B] = DPStepPlan(stack, job.pool, pool_sq, B, tr, spec, [job.dp[k] for k in active])
+                    plan = plans[B] = DPStepPlan(stack, pool, pool_sq, B, tr, spec, [job.dp[k] for k in active])
                 plan.dp_step(
                     idx[step, :, :B].reshape(-1),
                     negy[step, :, :, :B],

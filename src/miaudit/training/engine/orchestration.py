@@ -7,6 +7,11 @@ into the pool, in the compute dtype, with a column of ones (layer 0's bias input
 path, zero columns up to a multiple of 32. Each chunk is a :class:`~.planning.ChunkJob` run by
 :func:`train_chunk` on one of the executor's workers, on the fused path (:mod:`.fused`) or the
 stacked path (:mod:`.stacked`).
+
+On a GPU (``train.device``, checked first by :func:`~miaudit.training.hardware.resolve_device`) the
+pool is moved there once for in-process executors (other executors send it to their workers as it is
+and each chunk moves it), the memory budget is the GPU's, and chunks are as large as it allows (up to
+:data:`~miaudit.training.tuning.DEVICE_MAX_CHUNK` models), since one large stack uses a GPU best.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from miaudit.training.engine.planning import (
 from miaudit.training.engine.stack import layer_layout
 from miaudit.training.engine.stacked import train_stacked
 from miaudit.training.executors import Executor, InProcessExecutor
-from miaudit.training.hardware import flush_denormals, resolve_precision
+from miaudit.training.hardware import flush_denormals, resolve_device, resolve_precision
 from miaudit.training.networks import MLPParams, shared_tensor
 from miaudit.training.specs import ModelSpec, TrainSpec
 from miaudit.training.tuning import choose_path
@@ -187,6 +192,7 @@ def _run(
             "the batched engine does not run early stopping (early_stopping_patience is set); train with "
             "miaudit.training.train_models, which trains such recipes with the plain loop"
         )
+    device = resolve_device(train.device)  # a GPU that is not there fails here, before any work
     X, y, sets, seeds_ = _validate(X, y, train_sets, seeds, model)
     if memory_budget_bytes is not None and (
         isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int) or memory_budget_bytes <= 0
@@ -216,18 +222,21 @@ def _run(
     pool[:, : model.n_features] = torch.index_select(shared_tensor(X), 0, torch.from_numpy(used))
     pool[:, model.n_features] = 1.0
     labels = torch.from_numpy(np.ascontiguousarray(y[used], dtype=np.int64))
+    if device.type != "cpu" and isinstance(executor, InProcessExecutor):
+        pool, labels = pool.to(device), labels.to(device)  # once, shared by the chunks
 
     if schedules is not None:
         steps = [sch.steps for sch in schedules]
     else:
         steps = [train.epochs * math.ceil(len(s) / train.batch_size) for s in sets]
-    budget = memory_budget_bytes if memory_budget_bytes is not None else default_memory_budget()
+    budget = memory_budget_bytes if memory_budget_bytes is not None else default_memory_budget(device)
     chunks = plan_chunks(
         steps,
         per_model_bytes=bytes_per_model(model, train, precision),
         shared_bytes=pool.numel() * pool.element_size(),
         budget_bytes=budget,
-        n_workers=executor.n_workers,
+        # on a GPU the chunks share one device: as few, as large stacks as fit (the workers still overlap them)
+        n_workers=executor.n_workers if device.type == "cpu" else 1,
         max_chunk=choice.max_chunk,
     )
     jobs = [
@@ -243,14 +252,16 @@ def _run(
             fused=fused,
             dp=tuple(schedules[k] for k in c) if schedules is not None else None,
             adam=choice.adam,
+            device=train.device,
         )
         for c in chunks
     ]
     logger.info(
-        "training %d %s models in %d chunks (%s, %s path, %s Adam, at most %d per chunk: %s) with %r",
+        "training %d %s models in %d chunks on %s (%s, %s path, %s Adam, at most %d per chunk: %s) with %r",
         K,
         model.name,
         len(jobs),
+        device,
         precision,
         choice.path,
         choice.adam,

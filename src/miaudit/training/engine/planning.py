@@ -55,8 +55,10 @@ class ChunkJob:
     ----------
     pool : Tensor of shape (n_pool, width)
         The records some model trains on, in the compute dtype: the features, a column of ones
-        (layer 0's bias input), then zero columns up to the fused path's padded width.
+        (layer 0's bias input), then zero columns up to the fused path's padded width. On the CPU, or
+        already on ``device`` (in-process executors); the chunk moves it there if not.
     labels : Tensor of shape (n_pool,), int64
+        Beside ``pool``.
     train_sets : tuple of ndarray of shape (n_train_k,)
         Each model's rows of ``pool``.
     seeds : tuple of int
@@ -73,6 +75,8 @@ class ChunkJob:
     dp : tuple of DPSchedule, optional
         With DP-SGD, each model's schedule (sampling rate, steps, noise), resolved before the chunk
         is sent (workers need no accountant); None without DP-SGD.
+    device : str
+        Where the chunk computes (``train.device``, checked by the caller): ``cpu``, ``cuda``, ``mps``.
     """
 
     pool: torch.Tensor
@@ -86,6 +90,7 @@ class ChunkJob:
     fused: bool = False
     dp: tuple[DPSchedule, ...] | None = None
     adam: str = "compiled"
+    device: str = "cpu"
 
 
 def bytes_per_model(spec: ModelSpec, train: TrainSpec, precision: str) -> int:
@@ -103,8 +108,15 @@ def bytes_per_model(spec: ModelSpec, train: TrainSpec, precision: str) -> int:
     return int(1.25 * (state + acts + block + masks + n * 4 + (n * 4 if train.dp else 0)))
 
 
-def default_memory_budget() -> int:
-    """Half of MemAvailable, at most 16 GiB (4 GiB where MemAvailable cannot be read)."""
+def default_memory_budget(device: torch.device | None = None) -> int:
+    """Half of MemAvailable, at most 16 GiB (4 GiB where MemAvailable cannot be read).
+
+    On a CUDA ``device``: half of the GPU's free memory, at most 16 GiB. (Apple's GPUs share the
+    machine's memory: MemAvailable's rule.)
+    """
+    if device is not None and device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(min(DEFAULT_BUDGET_CAP, DEFAULT_BUDGET_FRACTION * free))
     avail = available_memory_bytes()
     if avail is None:
         return 4 * 2**30

@@ -6,6 +6,9 @@ layer is stored transposed, ``(out, in)``, so that logits come out as ``(K, clas
 blocks of bf16 layers come first, so that the bf16 copies of parameters and gradients cover one
 prefix of the flat buffers. The flat buffers are padded to a multiple of 64 values so that the
 fused Adam never takes its scalar tail path.
+
+Every buffer lives on the stack's device (the CPU, or a GPU: ``TrainSpec.device``); initial weights
+come from the CPU and exported weights go back to it.
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ class Stack:
         The bf16 copies of the prefix of P and G that bf16 layers compute with (absent when none).
     step : Tensor of shape ()
         Adam's step counter, shared by the stack (every model in it has taken as many steps).
+    device : torch.device
+        Where every buffer lives (``step`` included).
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class Stack:
         step: torch.Tensor,
     ) -> None:
         self.layers, self.step = layers, step
+        self.device = device = step.device
         self.K = K = weights[0].shape[0]
         order = sorted(range(len(layers)), key=lambda i: not layers[i].lowp)
         shapes: list[tuple[int, ...]] = []
@@ -115,7 +121,7 @@ class Stack:
         self.shapes, self.slots = shapes, slots
         numel = K * sum(math.prod(sh) for sh in shapes)
         total = -(-numel // ALIGN) * ALIGN
-        self.P, self.G, self.m, self.v = (torch.zeros(total) for _ in range(4))
+        self.P, self.G, self.m, self.v = (torch.zeros(total, device=device) for _ in range(4))
         self._p, self._g = self._views(self.P), self._views(self.G)
         for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
             self.weight(i).copy_(w)
@@ -128,7 +134,7 @@ class Stack:
         self.n_lowp = K * sum(math.prod(shapes[j]) for j in lowp_blocks)
         if self.n_lowp:
             self.Pc = self.P[: self.n_lowp].to(torch.bfloat16)
-            self.Gc = torch.zeros(self.n_lowp, dtype=torch.bfloat16)
+            self.Gc = torch.zeros(self.n_lowp, dtype=torch.bfloat16, device=device)
             self._pc, self._gc = self._views(self.Pc), self._views(self.Gc)
         self._buffers: dict[str, torch.Tensor] = {}
 
@@ -165,16 +171,25 @@ class Stack:
     def cgrad_b(self, i: int) -> torch.Tensor:
         return (self._gc if self.layers[i].lowp else self._g)[self.slots["b", i]]
 
-    def buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    def buffer(
+        self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | None = None
+    ) -> torch.Tensor:
+        """A scratch buffer shared by the stack's step plans (on the stack's device unless ``device`` says)."""
+        device = self.device if device is None else device
         buf = self._buffers.get(name)
-        if buf is None or tuple(buf.shape) != shape or buf.dtype != dtype:
-            buf = self._buffers[name] = torch.empty(shape, dtype=dtype)
+        if buf is None or tuple(buf.shape) != shape or buf.dtype != dtype or buf.device != device:
+            buf = self._buffers[name] = torch.empty(shape, dtype=dtype, device=device)
         return buf
 
     @classmethod
     def initial(
-        cls, spec: ModelSpec, layers: list[Layer], inits: list[tuple[list[torch.Tensor], list[torch.Tensor]]]
+        cls,
+        spec: ModelSpec,
+        layers: list[Layer],
+        inits: list[tuple[list[torch.Tensor], list[torch.Tensor]]],
+        device: torch.device | None = None,
     ) -> Stack:
+        """The stack of K models' initial weights (``inits``: each model's weights and biases, on the CPU)."""
         weights: list[torch.Tensor] = []
         biases: list[torch.Tensor | None] = []
         for lay in layers:
@@ -184,11 +199,11 @@ class Stack:
                 w = torch.cat([w, b.unsqueeze(1)], dim=1)
             weights.append(w.transpose(1, 2) if lay.last else w)
             biases.append(None if lay.folded else (b.unsqueeze(2) if lay.last else b.unsqueeze(1)))
-        return cls(layers, weights, biases, None, torch.zeros(()))
+        return cls(layers, weights, biases, None, torch.zeros((), device=device or torch.device("cpu")))
 
     def select(self, keep: list[int]) -> Stack:
         """A stack of the models at positions ``keep``, with their Adam state."""
-        idx = torch.tensor(keep, dtype=torch.int64)
+        idx = torch.tensor(keep, dtype=torch.int64, device=self.device)
         n = len(self.layers)
         weights = [self.weight(i).index_select(0, idx) for i in range(n)]
         biases = [None if self.layers[i].folded else self.bias(i).index_select(0, idx) for i in range(n)]
@@ -200,7 +215,7 @@ class Stack:
 
     def finite(self) -> torch.Tensor:
         """Bool tensor of shape (K,): which models' parameters are all finite."""
-        ok = torch.ones(self.K, dtype=torch.bool)
+        ok = torch.ones(self.K, dtype=torch.bool, device=self.device)
         for p in self._p:
             # a sum is non-finite if any term is (or if it overflows: only weights of ~1e33, diverged
             # anyway); one pass instead of isfinite's several
@@ -208,15 +223,15 @@ class Stack:
         return ok
 
     def export(self, spec: ModelSpec, k: int) -> MLPParams:
+        """Model ``k``'s weights, on the CPU."""
         weights, biases = [], []
         for lay in self.layers:
             w = self.weight(lay.i)[k]
             w = w.T if lay.last else w  # (in', out)
             if lay.folded:
-                weights.append(w[:-1].contiguous().numpy().copy())
-                biases.append(w[-1].contiguous().numpy().copy())
+                weights.append(w[:-1].contiguous().cpu().numpy().copy())
+                biases.append(w[-1].contiguous().cpu().numpy().copy())
             else:
-                weights.append(w.contiguous().numpy().copy())
-                biases.append(self.bias(lay.i)[k].reshape(-1).numpy().copy())
+                weights.append(w.contiguous().cpu().numpy().copy())
+                biases.append(self.bias(lay.i)[k].reshape(-1).cpu().numpy().copy())
         return MLPParams(spec=spec, weights=tuple(weights), biases=tuple(biases))
-

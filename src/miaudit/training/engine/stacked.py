@@ -21,6 +21,11 @@ all parameters of all models (no Python loop over models or parameters inside a 
   ``torch._fused_adam_`` with the conversions around it; ``ChunkJob.adam`` says which (the tuner,
   :mod:`miaudit.training.tuning`, times both on the machine). Both use the Adam constants of
   ``_native/adam.py``.
+* Devices: the stack, the pool and every step's buffers live on ``TrainSpec.device`` (the CPU, or a
+  GPU through the same code); there Adam is always ``torch._fused_adam_`` (the compiled step is CPU
+  code). Initial weights, minibatch indices and dropout masks are drawn on the CPU from the same seeded
+  generators on every device and then moved, so a seed gives the same minibatches and masks anywhere
+  and the numbers agree across devices to float rounding; weights come back to the CPU.
 """
 
 from __future__ import annotations
@@ -54,9 +59,11 @@ def train_stacked(job: ChunkJob) -> list[MLPParams]:
     spec, tr = job.model, job.train
     layers = layer_layout(spec, job.precision)
     K, B = len(job.seeds), tr.batch_size
+    device = torch.device(job.device)
+    pool, labels = job.pool.to(device), job.labels.to(device)  # no copy where they are there already
     gens = [torch_generator(s, "train") for s in job.seeds]
-    stack = Stack.initial(spec, layers, [init_params(spec, g) for g in gens])
-    plan = StepPlan(stack, job.pool, B, tr, spec.dropout, adam=job.adam)
+    stack = Stack.initial(spec, layers, [init_params(spec, g) for g in gens], device)
+    plan = StepPlan(stack, pool, B, tr, spec.dropout, adam=job.adam)
     streams = [MinibatchStream(s, g, tr.epochs, B) for s, g in zip(job.train_sets, gens, strict=True)]
     drop_gens = [[torch_generator(s, "dropout", i) for i in range(len(spec.hidden))] for s in job.seeds]
     keep_p = 1.0 - spec.dropout
@@ -70,13 +77,15 @@ def train_stacked(job: ChunkJob) -> list[MLPParams]:
             L = min(min(streams[k].total for k in active) - t, BLOCK_STEPS)
             if spec.dropout > 0:
                 L = max(1, min(L, 2**22 // (Ka * B * sum(spec.hidden))))
+            # minibatches drawn on the CPU, then moved (no copy on the CPU)
             idx = torch.empty(L, Ka, B, dtype=torch.int64)
             w = torch.empty(L, Ka, B)
             for a, k in enumerate(active):
                 streams[k].take(L, idx[:, a], w[:, a])
-            negyw = neg_targets(job.labels[idx], w, C, tr.label_smoothing)
+            idx, w = idx.to(device), w.to(device)
+            negyw = neg_targets(labels[idx], w, C, tr.label_smoothing)
             rw = w.unsqueeze(2)
-            masks = _dropout_masks(spec, layers, [drop_gens[k] for k in active], L, B, keep_p)
+            masks = _dropout_masks(spec, layers, [drop_gens[k] for k in active], L, B, keep_p, device)
             step_masks = zip(*(mk.unbind(1) for mk in masks), strict=True) if masks else itertools.repeat(())
             per_step = zip(idx.view(L, -1).unbind(0), negyw.unbind(0), rw.unbind(0), step_masks, strict=False)
             for ix, ny, r, mk in per_step:
@@ -96,7 +105,7 @@ def train_stacked(job: ChunkJob) -> list[MLPParams]:
                 active = [active[a] for a in keep]
                 if active:
                     stack = stack.select(keep)
-                    plan = StepPlan(stack, job.pool, B, tr, spec.dropout, adam=job.adam)
+                    plan = StepPlan(stack, pool, B, tr, spec.dropout, adam=job.adam)
     return [r for r in results if r is not None]
 
 
@@ -115,9 +124,10 @@ def neg_targets(labels: torch.Tensor, w: torch.Tensor, n_classes: int, smoothing
     Returns
     -------
     Tensor of shape (L, K, n_classes, batch)
+        On the device of ``w``.
     """
     L, K, B = w.shape
-    out = torch.zeros(L, K, n_classes, B)
+    out = torch.zeros(L, K, n_classes, B, device=w.device)
     if smoothing == 0:
         out.scatter_(2, labels.unsqueeze(2), w.neg().unsqueeze(2))
         return out
@@ -127,9 +137,19 @@ def neg_targets(labels: torch.Tensor, w: torch.Tensor, n_classes: int, smoothing
 
 
 def _dropout_masks(
-    spec: ModelSpec, layers: list[Layer], gens: list[list[torch.Generator]], L: int, B: int, keep: float
+    spec: ModelSpec,
+    layers: list[Layer],
+    gens: list[list[torch.Generator]],
+    L: int,
+    B: int,
+    keep: float,
+    device: torch.device | None = None,
 ) -> list[torch.Tensor]:
-    """Per hidden layer, a tensor (Ka, L, B, width) of 0 or 1/keep, each model's from its own stream."""
+    """Per hidden layer, a tensor (Ka, L, B, width) of 0 or 1/keep on ``device``, each model's from its own stream.
+
+    The uniform numbers are drawn on the CPU (the generators' device) and only the kept-or-dropped bits
+    moved, so every device gets the same masks.
+    """
     if spec.dropout <= 0:
         return []
     masks = []
@@ -138,7 +158,8 @@ def _dropout_masks(
         for a, g in enumerate(gens):
             torch.rand(L, B, width, generator=g[i], out=r[a])
         dtype = torch.bfloat16 if layers[i].lowp else torch.float32
-        masks.append((r < keep).to(dtype).mul_(1.0 / keep))
+        kept = r < keep if device is None else (r < keep).to(device)
+        masks.append(kept.to(dtype).mul_(1.0 / keep))
     return masks
 
 
@@ -169,15 +190,20 @@ class StepPlan:
         self.stack, self.pool, self.train = stack, pool, train
         self.inv_keep = 1.0 / (1.0 - dropout) if dropout > 0 else None
         dts = [torch.bfloat16 if lay.lowp else torch.float32 for lay in layers]
-        self.x = torch.empty(K * B, pool.shape[1], dtype=pool.dtype)
+        dev = stack.device
+        if pool.device != dev:
+            raise TrainingError(f"the pool ({pool.device}) and the stack ({dev}) must be on one device")
+        self.x = torch.empty(K * B, pool.shape[1], dtype=pool.dtype, device=dev)
         x3 = self.x.view(K, B, -1)
         # hs[i]: input of layer i in its dtype; zs[i]: output of hidden layer i (after ReLU, dropout)
-        self.x_conv = None if x3.dtype == dts[0] else (torch.empty(K, B, pool.shape[1], dtype=dts[0]), x3)
+        self.x_conv = None if x3.dtype == dts[0] else (torch.empty(K, B, pool.shape[1], dtype=dts[0], device=dev), x3)
         hs = [x3 if self.x_conv is None else self.x_conv[0]]
         self.hidden = []
         for lay in layers[:-1]:
-            z = torch.empty(K, B, lay.fan_out, dtype=dts[lay.i])
-            h_next = z if dts[lay.i + 1] == z.dtype else torch.empty(K, B, lay.fan_out, dtype=dts[lay.i + 1])
+            z = torch.empty(K, B, lay.fan_out, dtype=dts[lay.i], device=dev)
+            h_next = (
+                z if dts[lay.i + 1] == z.dtype else torch.empty(K, B, lay.fan_out, dtype=dts[lay.i + 1], device=dev)
+            )
             self.hidden.append(
                 (lay, z, h_next, hs[-1], stack.cweight(lay.i), None if lay.folded else stack.cbias(lay.i))
             )
@@ -188,18 +214,18 @@ class StepPlan:
         self.b_last = None if last.folded else stack.cbias(last.i)
         self.h_last_t = hs[-1].transpose(1, 2)
         self.h_last = hs[-1]
-        self.p = torch.empty(K, last.fan_out, B)
-        self.dzt = self.p if dts[-1] == torch.float32 else torch.empty(K, last.fan_out, B, dtype=dts[-1])
+        self.p = torch.empty(K, last.fan_out, B, device=dev)
+        self.dzt = self.p if dts[-1] == torch.float32 else torch.empty(K, last.fan_out, B, dtype=dts[-1], device=dev)
         self.gw_last = stack.cgrad_w(last.i)
         self.gb_last = None if last.folded else stack.cgrad_b(last.i)
-        self.da_last = None if last.folded else torch.empty(K, B, last.fan_in, dtype=dts[-1])
+        self.da_last = None if last.folded else torch.empty(K, B, last.fan_in, dtype=dts[-1], device=dev)
         # backward through hidden layers, output side first: (relu input h_{i+1} in dt[i+1], dz buffer in
         # dt[i] or None, h_i^T, W_i^T, grads, da buffer for layer i's input or None)
         self.backward = []
         for lay in reversed(layers[:-1]):
             h_out = hs[lay.i + 1]
-            dz = None if dts[lay.i] == h_out.dtype else torch.empty(K, B, lay.fan_out, dtype=dts[lay.i])
-            da = None if lay.folded else torch.empty(K, B, lay.fan_in, dtype=dts[lay.i])
+            dz = None if dts[lay.i] == h_out.dtype else torch.empty(K, B, lay.fan_out, dtype=dts[lay.i], device=dev)
+            da = None if lay.folded else torch.empty(K, B, lay.fan_in, dtype=dts[lay.i], device=dev)
             self.backward.append(
                 (
                     h_out,
@@ -213,12 +239,12 @@ class StepPlan:
             )
         n = stack.n_lowp
         self.lowp = (stack.P[:n], stack.G[:n]) if n else None
-        # the compiled Adam step (miaudit.training.native) where it builds and is chosen, else PyTorch's
-        # fused Adam with the conversions around it; its calls: the bf16 prefix, then the float32 rest,
-        # each checked against the kernel's contract here, once per stack
+        # the compiled Adam step (miaudit.training.native) where it builds and is chosen (CPU stacks only),
+        # else PyTorch's fused Adam with the conversions around it; its calls: the bf16 prefix, then the
+        # float32 rest, each checked against the kernel's contract here, once per stack
         if adam not in ("compiled", "torch"):
             raise TrainingError(f"adam must be 'compiled' or 'torch'; got {adam!r}")
-        self.native = load_native() if adam == "compiled" else None
+        self.native = load_native() if adam == "compiled" and dev.type == "cpu" else None
         self.native_parts: list[AdamBuffers] = []
         if self.native is not None:
             parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
