@@ -30,7 +30,7 @@ from miaudit.studies.schema import default_config_dir, load_studies
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "miaudit"
-STUDY_FILES = [f"study{i}.toml" for i in range(1, 7)]
+STUDY_FILES = [f"study{i}.toml" for i in range(1, 9)]
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 _NOT_SOURCES = (".venv", ".git", "build", "dist", "runs", "test-artifacts", "*.egg-info", "__pycache__", ".*cache",
                 ".hypothesis", "*.so")  # fmt: skip
@@ -146,7 +146,7 @@ def test_shipped_configs_are_extracted_once_from_a_zip_import(tmp_path: Path, mo
     folder = default_config_dir()
     assert folder.parent == tmp_path / "cache" / "configs"
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == shipped
-    assert [s.id for s in load_studies(config_dir=folder)] == ["1", "2", "3", "4", "5", "6"]
+    assert [s.id for s in load_studies(config_dir=folder)] == ["1", "2", "3", "4", "5", "6", "7", "8"]
     stamp = (folder / "study1.toml").stat().st_mtime_ns
     assert default_config_dir() == folder  # the same contents: the same folder, not written again
     assert (folder / "study1.toml").stat().st_mtime_ns == stamp
@@ -208,7 +208,7 @@ def test_the_wheel_installed_in_a_fresh_environment_runs_from_any_folder(
 
     assert "--attack" in _run([miaudit_cmd, "attack", "--help"], cwd=elsewhere, env=env)
     listing = _run([miaudit_cmd, "studies", "list"], cwd=elsewhere, env=env)
-    assert listing.splitlines()[0] == f"6 studies in {installed / 'miaudit' / 'configs'}"
+    assert listing.splitlines()[0] == f"8 studies in {installed / 'miaudit' / 'configs'}"
     assert "studies" in _run([str(venv / "bin" / "python"), "-m", "miaudit", "--help"], cwd=elsewhere, env=env)
 
     if not FMNIST.exists() and "MIAUDIT_DATA_DIR" not in env:
