@@ -32,10 +32,18 @@ Usage::
 
     PYTHONPATH=src python benchmarks/train_throughput.py            # full run (8-10 minutes on a quiet 2-core machine)
     PYTHONPATH=src python benchmarks/train_throughput.py --quick    # about a minute, 3 epochs
+    PYTHONPATH=src python benchmarks/train_throughput.py --quick --emulate-avx2   # as on an AVX2-only CPU
 
 The last two lines are ``fraction_of_peak=<f>`` (the engine in ``auto`` precision at its best K, as
 a fraction of the matmul peak of that precision) and ``speedup_vs_plain_loop=<x>`` (the same
 engine row over the fastest reference of the run).
+
+``--emulate-avx2`` runs the benchmark as on a CPU with AVX2 but without AVX-512 and AMX: the process
+starts again with ``MIAUDIT_NATIVE_ISA=avx2`` (the compiled kernels built with AVX-512 off, no native
+bf16, so ``auto`` is float32 and only f32 rows run unless ``--precisions`` says otherwise),
+``ATEN_CPU_CAPABILITY=avx2`` (PyTorch's own vectorised kernels), ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN's
+kernels, which PyTorch's bf16 products use) and ``MKL_ENABLE_INSTRUCTIONS=AVX2`` (MKL, which PyTorch's
+float32 products use). The run prints what each of them did; what cannot be limited is said there too.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -280,13 +289,13 @@ def _path_text(c: tuning.PathChoice) -> str:
     )
 
 
-def warm_up(X, y, spec, side: SideBySideLoops) -> None:
+def warm_up(X, y, spec, side: SideBySideLoops, precisions: tuple[str, ...] = ("f32", "bf16")) -> None:
     """One-time costs (imports on first optimizer step, oneDNN kernel generation, worker start-up) before timing."""
     one_epoch = TrainSpec(epochs=1, engine="loop")
     for threads in (torch.get_num_threads(), 1):
         time_loop(X, y, [np.arange(256)], X[:10], y[:10], spec, one_epoch, threads)
     side.run([np.arange(256)] * side.n_procs, spec, one_epoch)
-    for prec in ("f32", "bf16"):
+    for prec in precisions:
         train = TrainSpec(epochs=1, precision=prec, engine="batched")
         train_batched(X, y, [np.arange(256)] * 2, seeds=[0, 1], model=spec, train=train)
 
@@ -415,15 +424,101 @@ def interleave(rows: list[Row], peaks: dict[str, Callable[[], float]], repeats: 
     return seen
 
 
+#: What ``--emulate-avx2`` sets before the process starts again: the engine's kernels and PyTorch's libraries.
+EMULATE_AVX2_ENV = {
+    "MIAUDIT_NATIVE_ISA": "avx2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
+
+
+def restart_emulating_avx2(argv: list[str] | None) -> None:
+    """Start this benchmark again in a process whose environment limits every library to AVX2 (never returns).
+
+    PyTorch, oneDNN and MKL read their limits when they first run: the variables must be set before torch
+    is imported, hence a new process (the side-by-side loops' processes inherit them).
+    """
+    env = {**os.environ, **EMULATE_AVX2_ENV}
+    args = sys.argv[1:] if argv is None else argv
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *args], env)
+
+
+def emulating_avx2() -> bool:
+    return all(os.environ.get(k) == v for k, v in EMULATE_AVX2_ENV.items())
+
+
+def mkl_limit_works() -> tuple[float, float]:
+    """GFLOP/s of a float32 batched product (one thread) in processes with MKL_ENABLE_INSTRUCTIONS=SSE4_2 and =AVX2.
+
+    Equal rates mean MKL ignored the limit (it picks its own code path on some CPUs).
+    """
+    code = "\n".join(
+        [
+            "import time, torch",
+            "torch.set_num_threads(1)",
+            "a, w = torch.rand(16, 64, 785), torch.rand(16, 785, 128)",
+            "torch.bmm(a, w)",
+            "best = float('inf')",
+            "for _ in range(40):",
+            "    t0 = time.perf_counter(); torch.bmm(a, w); best = min(best, time.perf_counter() - t0)",
+            "print(2 * 16 * 64 * 785 * 128 / best / 1e9)",
+        ]
+    )
+    rates = []
+    for isa in ("SSE4_2", "AVX2"):
+        env = {**os.environ, "MKL_ENABLE_INSTRUCTIONS": isa}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        rates.append(float(out.stdout.strip() or "nan"))
+    return rates[0], rates[1]
+
+
+def emulation_notes() -> list[str]:
+    """What --emulate-avx2 limited, as measured in this process, and what it could not."""
+    cap = torch.backends.cpu.get_cpu_capability()
+    sse, avx2 = mkl_limit_works()
+    mkl = (
+        f"MKL_ENABLE_INSTRUCTIONS=AVX2: had no effect here (a float32 batched product ran at {sse:.0f} GFLOP/s "
+        f"limited to SSE4.2 and {avx2:.0f} limited to AVX2: MKL chose its own code path on this CPU), so the "
+        "float32 matrix products may still use AVX-512"
+        if abs(sse - avx2) < 0.2 * max(sse, avx2)
+        else f"MKL_ENABLE_INSTRUCTIONS=AVX2: obeyed (float32 batched product {sse:.0f} GFLOP/s with SSE4.2, "
+        f"{avx2:.0f} with AVX2)"
+    )
+    return [
+        "# EMULATED AVX2-ONLY CPU (--emulate-avx2): " + ", ".join(f"{k}={v}" for k, v in EMULATE_AVX2_ENV.items()),
+        f"# - the engine's compiled kernels: {native_status()}",
+        f"# - native bf16: {native_bf16()} (AVX-512 and AMX flags hidden), so precision auto is float32",
+        f"# - ATEN_CPU_CAPABILITY=avx2: PyTorch's own kernels (elementwise, softmax, Adam) report CPU capability {cap}",
+        "# - ONEDNN_MAX_CPU_ISA=AVX2: oneDNN's AVX-512 and AVX512-BF16 kernels off (bf16 products are emulated, "
+        "as on an AVX2 CPU)",
+        f"# - {mkl}",
+        "# - not emulated: this CPU's caches, memory bandwidth, clock and core count: the rows are those of an "
+        "AVX2 CPU with this machine's memory system",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 epochs, K up to 16: about a minute")
     ap.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     ap.add_argument("--ks", type=str, default=None, help="comma-separated K values for the engine")
-    ap.add_argument("--precisions", type=str, default="f32,bf16")
+    ap.add_argument(
+        "--precisions", type=str, default=None, help="comma-separated (default f32,bf16; f32 with --emulate-avx2)"
+    )
+    ap.add_argument(
+        "--emulate-avx2",
+        action="store_true",
+        help="run as on a CPU with AVX2 but no AVX-512 or AMX (kernels built without them, PyTorch limited)",
+    )
     ap.add_argument("--repeats", type=int, default=None, help="timings per row (default 3, or 2 for the full run)")
     ap.add_argument("--no-sklearn", action="store_true")
     args = ap.parse_args(argv)
+    if args.emulate_avx2 and not emulating_avx2():
+        restart_emulating_avx2(argv)
+    precisions = tuple((args.precisions or ("f32" if args.emulate_avx2 else "f32,bf16")).split(","))
 
     epochs = args.epochs or (3 if args.quick else 30)
     ks = [int(k) for k in args.ks.split(",")] if args.ks else ([1, 4, 16] if args.quick else [1, 4, 16, 64, 256])
@@ -457,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native_bf16()}; "
         f"native kernels: {native_status()}"
     )
+    if args.emulate_avx2:
+        print("\n".join(emulation_notes()))
     print(f"# tuned path ({choice.source}; {tuning.tuning_file()}): {_path_text(choice)}; why: {choice.reason}")
     print(f"# previous fixed rules' path: {_path_text(rules)}")
     print(
@@ -466,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
 
     side = SideBySideLoops(cores)
     try:
-        warm_up(X, y, spec, side)
+        warm_up(X, y, spec, side, precisions)
         loop_train = TrainSpec(epochs=epochs, batch_size=64, lr=1e-3, engine="loop")
         threads = torch.get_num_threads()
         rows: list[Row] = []
@@ -496,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: side.run(sets[:n_side], spec, loop_train),
             )
         )
-        for prec in args.precisions.split(","):
+        for prec in precisions:
             # the tuned precision runs as "auto" (its path is the auto choice); the other one explicitly, on the
             # path tuned for it
             train = auto_train if prec == auto else dataclasses.replace(auto_train, precision=prec)
@@ -533,10 +630,9 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: time_engine(X, y, sets[:k_cmp], Xte, yte, spec, auto_train, rules=True),
             )
         )
-        peak_fns = {
-            "f32": lambda: matmul_peak_gflops(torch.float32, seconds=0.5),
-            "bf16": lambda: matmul_peak_gflops(torch.bfloat16, seconds=0.5),
-        }
+        dtypes = {"f32": torch.float32, "bf16": torch.bfloat16}
+        used = {"f32", *(r.precision for r in rows)}  # f32 always: the f32-peak column
+        peak_fns = {p: (lambda dt=dtypes[p]: matmul_peak_gflops(dt, seconds=0.5)) for p in ("f32", "bf16") if p in used}
         peaks_seen = interleave(rows, peak_fns, repeats)
     finally:
         side.close()
@@ -557,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"# matmul peak (2048^2, best of {len(peaks_seen['f32'])} measurements, one after every timed row): "
-        f"f32 {peak['f32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s"
+        + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peak.items())
     )
     if sk_dtype:
         print(
@@ -628,6 +724,12 @@ def main(argv: list[str] | None = None) -> int:
         f"# engine auto ({auto}) best at {b_auto.name.removeprefix('engine ')}: {b_auto.seconds:.3f} s/model, "
         f"{gflops(b_auto):.0f} GFLOP/s of a {peak[auto]:.0f} GFLOP/s {auto} peak"
     )
+    if args.emulate_avx2:
+        faster = "still the fastest way" if s_ref / b_auto.seconds > 1.0 else "NOT the fastest way"
+        print(
+            f"# emulated AVX2-only CPU: the engine ({auto}) is {faster} to train many models here: "
+            f"{s_ref / b_auto.seconds:.2f}x the fastest reference ({ref.name})"
+        )
     print(f"fraction_of_peak={gflops(b_auto) / peak[auto]:.2f}")
     print(f"speedup_vs_plain_loop={s_ref / b_auto.seconds:.2f}")
     return 0

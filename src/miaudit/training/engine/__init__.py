@@ -44,6 +44,13 @@ output layer), the softmax and the loss gradient stay float32 (the fused path go
 first layer's outputs and weight gradient stay float32 too, only its inputs, weights and output
 gradients are bf16). ``auto`` is bf16 only on CPUs with native bf16 matrix units
 (:func:`miaudit.training.hardware.native_bf16`); elsewhere bf16 still works, emulated and slower.
+
+Devices: ``TrainSpec.device`` (``cpu``, ``cuda``, ``mps``) is where the stacked path (and DP-SGD on it)
+computes, with the same code. Stacks, the pool and every step's buffers live there and Adam is
+PyTorch's fused Adam (the compiled kernels and the fused path are CPU code); initial weights,
+minibatch indices, dropout masks and DP-SGD's samples and noise are drawn on the CPU from the same
+seeded generators and moved, so numbers agree across devices to float rounding; weights come back to
+the CPU as :class:`~miaudit.training.networks.MLPParams`. ``device="cpu"`` is bitwise the engine of before.
 """
 
 from miaudit.training.engine.inference import predict_proba_stacked
