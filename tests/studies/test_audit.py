@@ -70,7 +70,7 @@ def test_random_labels_are_found(tmp_path: Path) -> None:
     """A forest that memorised random labels: LiRA with forest references finds its members (AUC >= 0.95)."""
     case = forest_case(tmp_path, n=900, n_members=300, random_labels=True)
     res = audit(
-        **case, out=tmp_path / "audit", attacks=("lira", "loss"), trust=(TREE,), n_refs=8, report=False, dp_epsilon=0.5
+        **case, out=tmp_path / "audit", attacks=("lira", "loss"), trust=(TREE,), n_refs=8, report=True, dp_epsilon=0.5
     )
     rec = res.record
     assert rec["status"] == "complete"
@@ -85,6 +85,8 @@ def test_random_labels_are_found(tmp_path: Path) -> None:
     # a claim of epsilon 0.5 is contradicted by a model that memorised its members
     assert rec["privacy"]["consistent"] is False and rec["privacy"]["epsilon_lb"] > 1.0
     assert "contradicted" in rec["privacy"]["text"]
+    report = (tmp_path / "audit" / "report.md").read_text()
+    assert rec["verdict"]["text"] in report and "Privacy claim" in report and "contradicted" in report
 
 
 def test_unseen_members_are_not_found(tmp_path: Path) -> None:
@@ -98,6 +100,7 @@ def test_unseen_members_are_not_found(tmp_path: Path) -> None:
     assert res.record["verdict"]["leaks"] is False
     assert res.record["verdict"]["text"].startswith("no leak measurable")
     assert res.record["privacy"]["consistent"] is True and res.record["privacy"]["epsilon_lb"] < 0.3
+    assert "consistent with the claimed epsilon 1" in res.record["privacy"]["text"]
 
 
 @pytest.fixture(scope="module")

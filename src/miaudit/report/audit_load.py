@@ -219,6 +219,8 @@ class AuditData:
     versions: Mapping[str, Any] = field(default_factory=dict)
     hardware: Mapping[str, Any] = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)
+    #: the check of a differential-privacy claim (``--dp-epsilon``): ``text``, ``epsilon_lb``, ``consistent``...
+    privacy: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -601,4 +603,5 @@ def load_audit(audit_dir: Path | str) -> AuditData:
         versions=free("versions"),
         hardware=free("hardware"),
         config=free("config"),
+        privacy=free("privacy"),
     )

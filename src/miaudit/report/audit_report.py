@@ -93,7 +93,14 @@ def _verdict(audit: AuditData) -> list[Block]:
         return blocks
     blocks.append(Paragraph.of("Verdict: ", Strong(v.text)))
     a = next((x for x in audit.attacks if x.name == v.attack), None)
-    if v.leaks:
+    if v.leaks and v.text.startswith("leaks on average"):
+        meaning = (
+            f"What it means: the attack {v.attack or ''} scores members higher than non-members more often than "
+            "chance would (its AUC's interval lies above 0.5), but at 0.1% FPR it names no more members than an "
+            "attack without signal would: the model leaks on average, without exposing a single record with "
+            "confidence. "
+        )
+    elif v.leaks:
         found = (
             f" At 0.1% FPR it names {_count(a.flagged_at_01)} of {_count(a.n_members)} members, where a coin "
             f"accusing as many non-members would name about {0.001 * a.n_members:.1f}."
@@ -110,6 +117,8 @@ def _verdict(audit: AuditData) -> list[Block]:
             "rate would, beyond the interval's margin. "
         )
     blocks.append(Paragraph.of(meaning + _LOWER_BOUND))
+    if audit.privacy.get("text"):
+        blocks.append(Paragraph.of("Privacy claim: ", Strong(str(audit.privacy["text"])), "."))
     return blocks
 
 
