@@ -149,6 +149,7 @@ def native_bf16() -> bool:
 
 @functools.cache
 def _native_bf16(usable: frozenset[str]) -> bool:
+    """:func:`native_bf16` for a set of usable flags (cached per set: the emulation switches between sets)."""
     flags = usable & BF16_FLAGS
     if not flags:
         logger.debug("no native bf16 flag on this %s CPU (%s=%s)", platform.machine(), ISA_ENV, native_isa())
@@ -159,6 +160,10 @@ def _native_bf16(usable: frozenset[str]) -> bool:
         supported = torch.backends.mkldnn.is_available()
     logger.debug("CPU bf16 flags %s; oneDNN bf16 supported: %s", sorted(flags), supported)
     return supported
+
+
+# forgets the answers (as when native_bf16 was one cached function; tests that fake CPU flags call it)
+native_bf16.cache_clear = _native_bf16.cache_clear  # type: ignore[attr-defined]
 
 
 def resolve_precision(precision: str, *, model: ModelSpec | None = None, train: TrainSpec | None = None) -> str:
