@@ -402,8 +402,8 @@ def test_dp_recipes_compute_and_are_keyed_in_float32(monkeypatch, digits) -> Non
     from miaudit.training.engine import orchestration
     from miaudit.training.engine.orchestration import train_many
 
-    monkeypatch.setattr(hardware, "resolve_precision", lambda p: "bf16")  # a CPU where auto means bf16
-    monkeypatch.setattr(orchestration, "resolve_precision", lambda p: "bf16")
+    monkeypatch.setattr(hardware, "resolve_precision", lambda p, **kw: "bf16")  # a CPU where auto means bf16
+    monkeypatch.setattr(orchestration, "resolve_precision", lambda p, **kw: "bf16")
     assert train_key(TrainSpec(dp_epsilon=1.0))["precision"] == "f32"
     assert train_key(TrainSpec())["precision"] == "bf16"
     X, y = digits

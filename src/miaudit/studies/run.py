@@ -208,7 +208,7 @@ def run_studies(
         "seeds": run.seed_list,
         "versions": versions(),
         "hardware": hardware(),
-        "engine": {"engine": run.engine, "precision": run.precision},
+        "engine": {"engine": run.engine, "precision": run.precision, "device": run.device},
         "studies": {s.id: {"title": s.title, "paper_ref": s.paper_ref, "description": s.description} for s in studies},
         "cache": str(cache.root),
     }
