@@ -123,6 +123,7 @@ def test_audit_directory(small_audit: tuple[dict[str, Path], Path]) -> None:
     rec = json.loads((out / "audit.json").read_text())
     for key in ("config", "data", "target", "attacks", "verdict", "queries", "timings", "versions", "hardware"):
         assert key in rec
+    assert rec["metrics"] == {name: a["metrics"] for name, a in rec["attacks"].items()}
     assert rec["data"]["n_members"] == 100 and rec["data"]["n_nonmembers"] == 100
     assert rec["data"]["n_population"] == 100
     with (out / "records.csv").open() as f:

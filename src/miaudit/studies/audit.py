@@ -191,6 +191,8 @@ def run_audit(
         write_json(out / "audit.json", record)
         raise
     record["verdict"] = overall_verdict(outcomes)
+    # the keys of `miaudit attack --json`: each attack's metrics, by attack
+    record["metrics"] = {name: a["metrics"] for name, a in record["attacks"].items()}
     if cfg.dp_epsilon is not None and outcomes:
         record["privacy"] = privacy_claim_check(outcomes, cfg.dp_epsilon, seed=cfg.seed)
         say(f"privacy claim: {record['privacy']['text']}")
