@@ -243,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wall-time overhead of Dask at equal cores (paired median; best of {args.repeats}): 2 cores "
           f"{overhead:+.3f} ({best[d2].training_s / best[p2].training_s - 1:+.3f}), 1 core {paired(d1, p1) - 1:+.3f} "
           f"({best[d1].training_s / best[p1].training_s - 1:+.3f})")  # fmt: skip
-    print(f"CPU-time overhead of Dask (all processes, per model): 2 cores "
-          f"{cpu_per_model(d2) / cpu_per_model(p2) - 1:+.3f}, 1 core {cpu_per_model(d1) / cpu_per_model(p1) - 1:+.3f}")
+    print(
+        f"CPU-time overhead of Dask (all processes, per model): 2 cores "
+        f"{cpu_per_model(d2) / cpu_per_model(p2) - 1:+.3f}, 1 core {cpu_per_model(d1) / cpu_per_model(p1) - 1:+.3f}"
+    )
     print(f"1 -> 2 workers (paired median; best): Dask {paired(d1, d2):.2f}x "
           f"({best[d1].training_s / best[d2].training_s:.2f}x), in process {paired(p1, p2):.2f}x "
           f"({best[p1].training_s / best[p2].training_s:.2f}x)")  # fmt: skip

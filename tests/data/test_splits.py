@@ -199,9 +199,7 @@ def _get(split: MembershipSplit, name: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("stratify", [False, True])
-@pytest.mark.parametrize(
-    ("a", "b"), [(a, b) for i, a in enumerate(SETS) for b in SETS[i + 1 :]], ids=str
-)
+@pytest.mark.parametrize(("a", "b"), [(a, b) for i, a in enumerate(SETS) for b in SETS[i + 1 :]], ids=str)
 def test_make_split_sets_are_pairwise_disjoint(a: str, b: str, stratify: bool) -> None:
     """Checked here with Python sets, not with check_disjoint: each pair separately."""
     split = make_split(Y, **TWO_SHADOWS, stratify=stratify)

@@ -24,4 +24,3 @@ def tiny(**fields) -> Setting:
 
 
 LOOP = RunSpec(engine="loop")
-

@@ -64,8 +64,10 @@ def test_every_field_that_determines_a_model_changes_its_key(what: str, key) -> 
         ("records outside the training set", lambda: _key(X=_changed(X, 5 * 50, 9.0))),
         ("a copy of the same data", lambda: _key(X=X.copy(), y=Y.copy(), idx=IDX.copy())),
         ("labels as another integer type", lambda: _key(y=Y.astype(np.int32))),
-        ("precision under the loop engine (it computes in f32)", lambda: _key(train=dataclasses.replace(
-            TRAIN, precision="bf16"))),
+        (
+            "precision under the loop engine (it computes in f32)",
+            lambda: _key(train=dataclasses.replace(TRAIN, precision="bf16")),
+        ),
     ],
 )
 def test_what_does_not_determine_a_model_leaves_its_key(what: str, key) -> None:
@@ -78,8 +80,9 @@ def test_precision_is_resolved_in_the_key() -> None:
     assert train_key(dataclasses.replace(batched, precision="f32")) != train_key(
         dataclasses.replace(batched, precision="bf16")
     )
-    auto, resolved = dataclasses.replace(batched, precision="auto"), dataclasses.replace(
-        batched, precision=resolve_precision("auto")
+    auto, resolved = (
+        dataclasses.replace(batched, precision="auto"),
+        dataclasses.replace(batched, precision=resolve_precision("auto")),
     )
     assert train_key(auto) == train_key(resolved)
 

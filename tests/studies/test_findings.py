@@ -312,7 +312,8 @@ def test_network_comparisons_show_each_targets_accuracies_and_gap() -> None:
                                  classes=10, arch=a, shadow_arch=a, metric=metric, value=value))  # fmt: skip
     # another attack's targets do not count
     rows.append(dict(study="5", seed=0, attack="loss", attack_model="linear-svm", n_shadows=2, target_size=3000,
-                     classes=10, arch="dense", shadow_arch="dense", metric="target_train_accuracy", value=0.0))  # fmt: skip
+                     classes=10, arch="dense", shadow_arch="dense", metric="target_train_accuracy",
+                     value=0.0))  # fmt: skip
     f5 = {f["id"]: f for f in compute_findings(rows)}
     dense = f5["F5a"]["targets"]["dense"]
     assert dense["train_accuracy"] == pytest.approx(0.991) and dense["test_accuracy"] == pytest.approx(0.82)

@@ -373,9 +373,7 @@ class DaskExecutor:
                     )
                 self._client = distributed.Client(self._cluster, timeout=self.connect_timeout, set_as_default=False)
             else:
-                self._client = distributed.Client(
-                    self.scheduler, timeout=self.connect_timeout, set_as_default=False
-                )
+                self._client = distributed.Client(self.scheduler, timeout=self.connect_timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             self.close()
             raise TrainingError(
