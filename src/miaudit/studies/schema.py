@@ -204,24 +204,13 @@ class TrainRecipe(_Frozen):
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        from miaudit.training.specs import OPTIONAL_DEFAULTS  # one list: TrainSpec.to_dict omits the same
+
         d: dict[str, Any] = handler(self)
-        for name, default in _RECIPE_OPTIONAL.items():
+        for name, default in OPTIONAL_DEFAULTS.items():
             if name in d and d[name] == default:
                 del d[name]
         return d
-
-
-#: recipe fields that dumps omit at their defaults (older recipes keep their setting ids and cache keys)
-_RECIPE_OPTIONAL: dict[str, object] = {
-    "dp_epsilon": None,
-    "dp_noise_multiplier": None,
-    "dp_delta": None,
-    "max_grad_norm": 1.0,
-    "dp_accountant": "rdp",
-    "label_smoothing": 0.0,
-    "early_stopping_patience": None,
-    "validation_fraction": 0.1,
-}
 
 
 class Setting(_Frozen):

@@ -17,7 +17,17 @@ from typing import Any
 
 from miaudit.errors import ConfigError
 
-__all__ = ["ACCOUNTANTS", "ARCHITECTURES", "DEVICES", "ENGINES", "PRECISIONS", "ModelSpec", "TrainSpec", "spec_hash"]
+__all__ = [
+    "ACCOUNTANTS",
+    "ARCHITECTURES",
+    "DEVICES",
+    "ENGINES",
+    "OPTIONAL_DEFAULTS",
+    "PRECISIONS",
+    "ModelSpec",
+    "TrainSpec",
+    "spec_hash",
+]
 
 #: Named architectures of the seed study: hidden layer widths and dropout rate.
 #: ``simple`` is the seed's network (784-128-10); ``dense`` has more and wider layers and is made
@@ -260,7 +270,7 @@ class TrainSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for name, default in _OPTIONAL_DEFAULTS.items():
+        for name, default in OPTIONAL_DEFAULTS.items():
             unused = (name in _DP_ONLY and not self.dp) or (name in _ES_ONLY and not self.early_stopping)
             if d[name] == default or unused:
                 del d[name]
@@ -270,7 +280,7 @@ class TrainSpec:
 
 
 #: fields that :meth:`TrainSpec.to_dict` omits at their defaults (so older recipes keep their cache keys)
-_OPTIONAL_DEFAULTS: dict[str, object] = {
+OPTIONAL_DEFAULTS: dict[str, object] = {
     "dp_epsilon": None,
     "dp_noise_multiplier": None,
     "dp_delta": None,
