@@ -87,6 +87,25 @@ def test_precision_is_resolved_in_the_key() -> None:
     assert train_key(auto) == train_key(resolved)
 
 
+def test_keys_resolve_auto_as_the_engine_will_for_the_workload(monkeypatch) -> None:
+    """The model's key asks the tuner about the model's own shape: where tuning picks f32, the key says f32."""
+    from miaudit.training import hardware
+
+    seen = []
+
+    def tuned(precision, *, model=None, train=None):
+        seen.append(model)
+        return "f32" if model is not None and model.hidden == (8,) else "bf16"
+
+    monkeypatch.setattr(hardware, "resolve_precision", tuned)
+    small = ModelSpec(n_features=4, n_classes=2, hidden=(8,))
+    assert train_key(TrainSpec(engine="batched"), small)["precision"] == "f32"
+    assert train_key(TrainSpec(engine="batched"))["precision"] == "bf16"
+    X, y = np.zeros((6, 4), np.float32), np.array([0, 1] * 3)
+    key = model_key(X, y, np.arange(4), seed=0, model=small, train=TrainSpec(engine="batched"))
+    assert key["train"]["precision"] == "f32" and seen[-1] is small
+
+
 class _Counting:
     def __init__(self) -> None:
         self.trained: list[int] = []
