@@ -298,3 +298,19 @@ def test_label_only_model_gets_label_only_attacks(tmp_path: Path) -> None:
     # the gap attack's AUC has a closed form: 0.5 + (accuracy on members - on non-members) / 2
     assert rec["attacks"]["label-gap"]["metrics"]["auc"] == pytest.approx(0.5 + (acc_m - acc_n) / 2, abs=1e-12)
     assert acc_m == 1.0 and rec["attacks"]["label-noise"]["metrics"]["auc"] > 0.75
+
+
+def test_attack_outcome_takes_membership_as_bools_or_0_1() -> None:
+    """Flags and thresholds at each FPR come from the non-members alone, whatever type membership has."""
+    from miaudit.studies.audit_results import attack_outcome
+
+    rng = np.random.default_rng(0)
+    member = np.arange(400) < 200
+    scores = rng.normal(size=400) + member
+    as_bool = attack_outcome("x", member, scores, threshold=0.5, n_boot=50, seed=0)
+    as_int = attack_outcome("x", member.astype(int), scores, threshold=0.5, n_boot=50, seed=0)
+    assert as_int.flagged == as_bool.flagged and as_int.flag_thresholds == as_bool.flag_thresholds
+    # at 1% FPR, 2 of the 200 non-members may pass: the threshold is just above the third-highest of them
+    third = np.sort(scores[~member])[-3]
+    assert third < as_bool.flag_thresholds["0.01"] <= np.nextafter(third, np.inf)
+    assert as_bool.flagged["0.01"] == int(np.count_nonzero(scores[member] > third))
