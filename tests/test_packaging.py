@@ -67,7 +67,7 @@ def test_the_wheel_carries_the_study_configs_and_the_c_kernels(dists: dict[str, 
         assert f"miaudit/configs/{study}" in names
     assert {"miaudit/configs/README.md", "miaudit/configs/__init__.py", "miaudit/__main__.py"} <= names
     kernels = sorted(p.name for p in (PACKAGE / "training" / "_native").iterdir() if p.suffix in (".c", ".h"))
-    assert {"adam.c", "mlp1.c", "adam_math.h"} <= set(kernels)
+    assert {"adam.c", "gauss.c", "mlp1.c", "adam_math.h"} <= set(kernels)
     for name in kernels:
         assert f"miaudit/training/_native/{name}" in names
     # every module of the source tree is in the wheel, and nothing of the tests

@@ -27,6 +27,7 @@ from miaudit.training.engine.stack import Stack, layer_layout
 from miaudit.training.engine.stacked import neg_targets
 from miaudit.training.executors import single_threaded_torch
 from miaudit.training.networks import MLPParams, build_module, init_params
+from miaudit.training.noise import NoiseStream
 from miaudit.training.specs import ModelSpec, TrainSpec
 from miaudit.training.trainer import train_models, train_one
 
@@ -73,7 +74,7 @@ class OneModel:
         w[..., : len(rows)] = 1.0
         negy = neg_targets(self.labels[ix].view(1, 1, width), w, self.spec.n_classes, self.train.label_smoothing)[0]
         plan = DPStepPlan(self.stack, self.pool, self.pool_sq, width, self.train, self.spec, [self.schedule])
-        plan.dp_step(ix, negy, w[0].unsqueeze(1), [], [torch.Generator()])
+        plan.dp_step(ix, negy, w[0].unsqueeze(1), [], [NoiseStream(key=0)], 0)
         return plan
 
     def grads(self) -> list[np.ndarray]:

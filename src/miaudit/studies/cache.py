@@ -91,7 +91,8 @@ def train_key(train: TrainSpec, model: ModelSpec | None = None) -> dict[str, Any
     """The recipe as it determines a model: every field, with ``engine`` and ``precision`` resolved.
 
     ``auto`` means different arithmetic on different CPUs, so a cache copied between machines must not
-    mix them: the key holds what actually runs (the plain loop computes in float32). Given the ``model``,
+    mix them: the key holds what actually runs (the plain loop computes in float32), and for DP-SGD the
+    version of the noise stream (:data:`miaudit.training.noise.STREAM_VERSION`). Given the ``model``,
     ``auto`` resolves as the engine will train it (the measured choice of :mod:`miaudit.training.tuning`).
     """
     from miaudit.training.hardware import resolve_precision
@@ -101,7 +102,12 @@ def train_key(train: TrainSpec, model: ModelSpec | None = None) -> dict[str, Any
     precision = (  # DP-SGD and the loop: f32
         "f32" if engine == "loop" or train.dp else resolve_precision(train.precision, model=model, train=train)
     )
-    return {**train.to_dict(), "engine": engine, "precision": precision}
+    key = {**train.to_dict(), "engine": engine, "precision": precision}
+    if train.dp:  # DP-SGD models also depend on how the noise is drawn
+        from miaudit.training.noise import STREAM_VERSION
+
+        key["dp_noise"] = STREAM_VERSION
+    return key
 
 
 def model_key(

@@ -15,9 +15,10 @@ and ``DPOptimizer``, whose choices are copied here so that both train the same m
    ``expected_batch_size``), whatever the batch's real size; then the optimiser (Adam) steps.
 
 Each model draws its batches from ``torch_generator(seed, "dp-sample")`` (one ``torch.rand(n)`` per
-step, a record in when its number is below ``q``), its noise from ``torch_generator(seed, "dp-noise")``
-(one ``torch.randn(n_parameters)`` per step in :func:`noise_layout`'s order) and its dropout masks, if
-any, from ``torch_generator(seed, "dropout", layer)``: both engines draw the same numbers.
+step, a record in when its number is below ``q``), its noise from :func:`noise_stream` (``n_parameters``
+values per step in :func:`noise_layout`'s order; a counter-based stream, value ``i`` of step ``t`` a pure
+function of the seed, ``t`` and ``i``: :mod:`miaudit.training.noise`) and its dropout masks, if any, from
+``torch_generator(seed, "dropout", layer)``: both engines draw the same numbers.
 
 Per-example norms without per-example gradients (:func:`per_example_sq_norms`): for a linear layer
 ``z = h W + b`` the example's weight gradient is the outer product ``h_b^T dz_b``, so
@@ -47,6 +48,7 @@ import torch
 from miaudit._extras import require_extra
 from miaudit.errors import ConfigError, DataError
 from miaudit.seeding import torch_generator
+from miaudit.training.noise import noise_stream
 from miaudit.training.specs import ACCOUNTANTS, ModelSpec, TrainSpec
 
 __all__ = [
@@ -58,8 +60,8 @@ __all__ = [
     "epsilon_spent",
     "expected_batch_size",
     "noise_for_epsilon",
-    "noise_generator",
     "noise_layout",
+    "noise_stream",
     "per_example_sq_norms",
     "poisson_masks",
     "privacy_record",
@@ -329,11 +331,6 @@ def privacy_record(schedule: DPSchedule) -> PrivacyRecord:
 def sample_generator(seed: int) -> torch.Generator:
     """A model's Poisson sampling stream."""
     return torch_generator(seed, "dp-sample")
-
-
-def noise_generator(seed: int) -> torch.Generator:
-    """A model's noise stream."""
-    return torch_generator(seed, "dp-noise")
 
 
 def poisson_masks(gen: torch.Generator, n: int, rate: float, steps: int) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Native kernels of the batched engine, compiled from C on first use.
 
-Two libraries:
+Three libraries:
 
 * ``_native/adam.c`` (every CPU): the fused Adam step of the engine's stacked path
   (:mod:`miaudit.training.engine.stacked`). In bf16
@@ -8,6 +8,9 @@ Two libraries:
   weights and Adam state, and writes the new bfloat16 weight copy in one pass over memory; with
   PyTorch alone the same step is three passes (gradients to float32, ``torch._fused_adam_``,
   weights to bfloat16), about twice the time.
+* ``_native/gauss.c`` (every CPU): DP-SGD's Gaussian noise, Philox counters and Box-Muller in float32
+  (:mod:`miaudit.training.noise` states the algorithm and computes the same bits in numpy where the
+  library is not available: about 10x slower, same numbers).
 * ``_native/mlp1.c`` (x86 CPUs with AMX-BF16 only): whole training steps of a network with one
   hidden layer in bf16, one model at a time, its weights and Adam state held in the core's cache
   (the file says why and how). The engine uses it where it applies and the stacked PyTorch path
@@ -33,7 +36,7 @@ processes never load a half-written file.
 
 Where there is no compiler, the build fails, or ``MIAUDIT_NATIVE=0`` is set, the engine uses the
 PyTorch operations instead: same arithmetic (to float32 rounding), slower. ``MIAUDIT_NATIVE=adam``
-keeps only the Adam step (the stacked PyTorch path for every network). :func:`native_status` says
+keeps the Adam step and the noise only (the stacked PyTorch path for every network). :func:`native_status` says
 which is in use and why.
 
 AVX2-only CPUs, emulated
@@ -69,6 +72,7 @@ import torch
 from miaudit._io import atomic_path
 from miaudit.errors import TrainingError
 from miaudit.training._native import adam as adam_contract
+from miaudit.training._native import gauss as gauss_contract
 from miaudit.training._native import mlp1 as mlp1_contract
 from miaudit.training._native.adam import ADAM
 from miaudit.training._native.contract import BoundCall
@@ -78,9 +82,11 @@ __all__ = [
     "AVX2_FLAGS",
     "NATIVE_ENV",
     "AdamBuffers",
+    "GaussKernels",
     "MLP1Kernels",
     "NativeKernels",
     "library_flags",
+    "load_gauss",
     "load_mlp1",
     "load_native",
     "native_status",
@@ -180,6 +186,27 @@ class NativeKernels:
 
 
 @dataclass(frozen=True)
+class GaussKernels:
+    """DP-SGD's Gaussian noise (``_native/gauss.c``; the algorithm: :mod:`miaudit.training.noise`)."""
+
+    path: Path
+    lib: ctypes.CDLL
+
+    def bind_fill(self, out: torch.Tensor, *, key: int, scale: float) -> BoundCall:
+        """Check ``out`` (float32, shape (n,)) once; ``call(step=t)`` writes ``scale`` times step t's values."""
+        n = out.numel() if isinstance(out, torch.Tensor) else 0
+        values = {"n": n, "out": out, "key0": key & 0xFFFFFFFF, "key1": (key >> 32) & 0xFFFFFFFF, "scale": scale}
+        return gauss_contract.GAUSS_FILL.bind(self.lib.miaudit_gauss_fill, values)
+
+    def philox(self, counter: tuple[int, int, int, int], key: tuple[int, int]) -> tuple[int, ...]:
+        """The four words of Philox4x32-10 of ``counter`` under ``key`` (for known-answer tests)."""
+        out = torch.zeros(4, dtype=torch.int64)
+        values = dict(zip(("c0", "c1", "c2", "c3", "key0", "key1"), (*counter, *key), strict=True))
+        gauss_contract.PHILOX.bind(self.lib.miaudit_philox4x32_10, {**values, "out": out})()
+        return tuple(int(w) for w in out)
+
+
+@dataclass(frozen=True)
 class MLP1Kernels:
     """Whole training steps of one network with one hidden layer, on AMX (``_native/mlp1.c``).
 
@@ -240,7 +267,7 @@ class MLP1Kernels:
 def native_status() -> str:
     """One line: which compiled kernels are in use, and why not where not (and the emulated instruction set)."""
     parts = []
-    for name in ("adam", "mlp1"):
+    for name in ("adam", "gauss", "mlp1"):
         kernels, why = _load(name)
         parts.append(f"{name} compiled" if kernels is not None else f"{name} not used ({why})")
     if native_isa() != "native":
@@ -262,6 +289,11 @@ def load_native() -> NativeKernels | None:
     return _load("adam")[0]
 
 
+def load_gauss() -> GaussKernels | None:
+    """The compiled DP-SGD noise, building it on first use; None where it cannot be had (numpy computes it then)."""
+    return _load("gauss")[0]
+
+
 def load_mlp1() -> MLP1Kernels | None:
     """The one-hidden-layer AMX training steps, where the CPU has AMX-BF16 and they build; else None."""
     return _load("mlp1")[0]
@@ -271,7 +303,7 @@ def _load(name: str) -> tuple[Any, str]:
     setting = os.environ.get(NATIVE_ENV, "1").strip().lower()
     if setting in ("0", "off", "false", "no"):
         return None, f"{NATIVE_ENV}={setting}"
-    if setting == "adam" and name != "adam":
+    if setting == "adam" and name == "mlp1":
         return None, f"{NATIVE_ENV}=adam"
     isa = native_isa()
     key = (name, os.environ.get("CC", ""), isa)
@@ -284,8 +316,13 @@ def _load(name: str) -> tuple[Any, str]:
             kernels, why = _loaded[key]
             if kernels is not None:
                 logger.debug("native %s kernels loaded from %s", name, kernels.path)
-            elif name == "adam" or _has_amx():
-                logger.warning("native %s kernel unavailable (%s); training uses PyTorch operations", name, why)
+            elif name != "mlp1" or _has_amx():
+                logger.warning(
+                    "native %s kernel unavailable (%s); training uses %s operations",
+                    name,
+                    why,
+                    "numpy" if name == "gauss" else "PyTorch",
+                )
         return _loaded[key]
 
 
@@ -384,4 +421,8 @@ def _open_mlp1(path: Path) -> MLP1Kernels:
     return MLP1Kernels(path=path, lib=lib)
 
 
-_OPENERS = {"adam": _open_adam, "mlp1": _open_mlp1}
+def _open_gauss(path: Path) -> GaussKernels:
+    return GaussKernels(path=path, lib=gauss_contract.LIBRARY.open(str(path)))
+
+
+_OPENERS = {"adam": _open_adam, "gauss": _open_gauss, "mlp1": _open_mlp1}

@@ -27,8 +27,8 @@ from miaudit.training.dp import (
     DPSchedule,
     clip_factors,
     dp_schedule,
-    noise_generator,
     noise_layout,
+    noise_stream,
     poisson_masks,
     privacy_record,
     sample_generator,
@@ -209,10 +209,11 @@ def _train_dp(
     stream added, divided by the expected batch size, then Adam. ``params`` are updated in place.
     """
     n, n_layers, keep = len(idx), len(params) // 2, 1.0 - model.dropout
-    samples, noise_gen = sample_generator(seed), noise_generator(seed)
+    samples, noise = sample_generator(seed), noise_stream(seed)
     drop_gens = [torch_generator(seed, "dropout", i) for i in range(len(model.hidden))] if model.dropout > 0 else []
     layout = noise_layout(model)
-    noise = torch.empty(model.n_parameters)
+    noise_buf = torch.empty(model.n_parameters)
+    fill_noise = noise.bind(noise_buf, 1.0)
 
     def example_loss(ps: tuple[torch.Tensor, ...], x: torch.Tensor, t: torch.Tensor, masks: tuple) -> torch.Tensor:
         h = x
@@ -243,9 +244,9 @@ def _train_dp(
         else:
             summed = [torch.zeros_like(p) for p in params]
         if schedule.noise_std > 0:
-            torch.randn(model.n_parameters, generator=noise_gen, out=noise)
+            fill_noise(step)
             for s, (off, shape) in zip(summed, layout, strict=True):
-                s.add_(noise[off : off + s.numel()].view(shape), alpha=schedule.noise_std)
+                s.add_(noise_buf[off : off + s.numel()].view(shape), alpha=schedule.noise_std)
         for p, s in zip(params, summed, strict=True):
             p.grad = s.div_(schedule.expected_batch_size)
         opt.step()

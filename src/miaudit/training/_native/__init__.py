@@ -2,6 +2,8 @@
 
 * ``adam.c`` / :mod:`~miaudit.training._native.adam`: the fused Adam step of the stacked path and
   the Adam constants every path uses.
+* ``gauss.c`` / :mod:`~miaudit.training._native.gauss`: DP-SGD's Gaussian noise (Philox and
+  Box-Muller in float32; :mod:`miaudit.training.noise` states the algorithm).
 * ``mlp1.c`` / :mod:`~miaudit.training._native.mlp1`: whole training steps of a one-hidden-layer
   network on AMX (the fused path).
 * ``adam_math.h``: the bf16 conversions and the Adam element both C files share.

@@ -12,8 +12,9 @@ The algorithm is :mod:`miaudit.training.dp`'s (Opacus's DP-SGD); here is how K m
   norm from ``||h_b||^2 ||dz_b||^2`` summed over layers (:func:`~miaudit.training.dp.per_example_sq_norms`,
   written here on the step's buffers), then scales each example's ``dz`` rows by its clipping factor over
   the expected batch size, and only then forms the weight gradients with the ordinary batched products.
-* **Noise.** Each model draws ``n_parameters`` Gaussian numbers per step from its ``dp-noise`` stream,
-  in :func:`~miaudit.training.dp.noise_layout`'s order, scaled by ``sigma * C / expected_batch_size``
+* **Noise.** Each model draws ``n_parameters`` Gaussian numbers per step from its noise stream
+  (:mod:`miaudit.training.noise`: step ``t``'s values depend on the seed and ``t`` only), in
+  :func:`~miaudit.training.dp.noise_layout`'s order, scaled by ``sigma * C / expected_batch_size``
   and added to its gradients; then the stack's Adam step, as without DP. A model's weights depend on
   its stack only through rounding (the padded width follows the stack's largest batch).
 * **Dropout** masks come from ``torch_generator(seed, "dropout", layer)``, one row per real example in
@@ -37,8 +38,8 @@ from miaudit.seeding import torch_generator
 from miaudit.training.dp import (
     DPSchedule,
     clip_factors,
-    noise_generator,
     noise_layout,
+    noise_stream,
     poisson_masks,
     sample_generator,
 )
@@ -46,6 +47,7 @@ from miaudit.training.engine.planning import BLOCK_STEPS, ChunkJob
 from miaudit.training.engine.stack import Layer, Stack, layer_layout
 from miaudit.training.engine.stacked import StepPlan, _threshold_backward_out, neg_targets
 from miaudit.training.networks import MLPParams, init_params
+from miaudit.training.noise import FillCall, NoiseStream
 from miaudit.training.specs import ModelSpec, TrainSpec
 
 __all__ = ["DPStepPlan", "PoissonStream", "train_stacked_dp"]
@@ -104,13 +106,12 @@ def _block(
     w = torch.zeros(L, len(streams), width)
     ar = torch.arange(width)
     for a, (s, m, c) in enumerate(zip(streams, masks, counts, strict=True)):
-        if m.shape[1] < width:
-            m = torch.cat([m, torch.zeros(L, width - m.shape[1], dtype=torch.bool)], dim=1)
-        # sampled positions first, in increasing order (a stable sort of "not sampled")
-        pick = torch.sort((~m).to(torch.uint8), dim=1, stable=True).indices[:, :width]
-        real = ar < c.unsqueeze(1)  # (L, width)
-        idx[:, a] = s.rows[torch.where(real, pick, 0)]
-        w[:, a] = real.float()
+        # sampled positions in increasing order, each step's first: nonzero lists them row by row
+        step, col = m.nonzero(as_tuple=True)
+        slot = torch.arange(len(step)) - (torch.cumsum(c, 0) - c)[step]
+        idx[:, a] = s.rows[0]
+        idx[:, a][step, slot] = s.rows[col]
+        w[:, a] = (ar < c.unsqueeze(1)).float()
     return idx, w, counts, widths
 
 
@@ -166,6 +167,7 @@ class DPStepPlan(StepPlan):
         self.inv_batch = torch.tensor([1.0 / s.expected_batch_size for s in schedules], device=dev).view(K, 1)
         std = [s.noise_std / s.expected_batch_size for s in schedules]
         self.noisy = [(a, v) for a, v in enumerate(std) if v > 0]
+        self.fills: list[tuple[int, FillCall]] | None = None
         shape = (K, spec.n_parameters)
         self.noise = stack.buffer("dp-noise", shape, torch.float32)  # shared by the stack's plans
         # the noise is drawn on the CPU (the generators' device) and moved: one buffer on the CPU
@@ -182,7 +184,8 @@ class DPStepPlan(StepPlan):
 
     def dp_step(
         self, ix: torch.Tensor, negy: torch.Tensor, rw: torch.Tensor, masks: Sequence[torch.Tensor],
-        noise_gens: Sequence[torch.Generator],
+        noise: Sequence[NoiseStream],
+        t: int,
     ) -> None:  # fmt: skip
         """One DP-SGD step of every model in the stack, each on its own Poisson batch.
 
@@ -194,8 +197,10 @@ class DPStepPlan(StepPlan):
         rw : Tensor of shape (K, 1, batch)
             1 on real rows, 0 on padding rows.
         masks : sequence of Tensor of shape (K, batch, width)
-        noise_gens : sequence of torch.Generator
+        noise : sequence of NoiseStream
             The models' noise streams, in stack order.
+        t : int
+            The step's number (from 0): which values of the streams it adds.
         """
         self.forward(ix, masks)
         p = self.p
@@ -237,8 +242,10 @@ class DPStepPlan(StepPlan):
             if gb is not None:
                 torch.sum(dz, dim=1, keepdim=True, out=gb)
         if self.noisy:
-            for a, std in self.noisy:
-                self.noise_cpu[a].normal_(0.0, std, generator=noise_gens[a])
+            if self.fills is None:  # bound once per plan: the buffer is checked once, not every step
+                self.fills = [(a, noise[a].bind(self.noise_cpu[a], std)) for a, std in self.noisy]
+            for _a, fill in self.fills:
+                fill(t)
             if self.noise_cpu is not self.noise:
                 self.noise.copy_(self.noise_cpu)
             for g, n in self.noise_views:
@@ -285,7 +292,7 @@ def train_stacked_dp(job: ChunkJob) -> list[MLPParams]:
         PoissonStream(rows, sample_generator(s), sch)
         for rows, s, sch in zip(job.train_sets, job.seeds, job.dp, strict=True)
     ]
-    noise_gens = [noise_generator(s) for s in job.seeds]
+    noise = [noise_stream(s) for s in job.seeds]
     drop_gens = [[torch_generator(s, "dropout", i) for i in range(len(spec.hidden))] for s in job.seeds]
     pool_sq = pool.square().sum(1)  # each row's squared norm, its ones column included
     results: list[MLPParams | None] = [None] * K
@@ -303,7 +310,7 @@ def train_stacked_dp(job: ChunkJob) -> list[MLPParams]:
             masks = [
                 m.to(device) for m in _dp_dropout_masks(spec, [drop_gens[k] for k in active], counts, idx.shape[2])
             ]
-            gens = [noise_gens[k] for k in active]
+            streams_a = [noise[k] for k in active]
             for step, B in enumerate(widths):
                 plan = plans.get(B)
                 if plan is None:
@@ -313,7 +320,8 @@ def train_stacked_dp(job: ChunkJob) -> list[MLPParams]:
                     negy[step, :, :, :B],
                     rw[step, :, :, :B],
                     [mk[:, step, :B] for mk in masks],
-                    gens,
+                    streams_a,
+                    t + step,
                 )
             t += L
             ok = stack.finite()
