@@ -21,6 +21,7 @@ from miaudit.training.engine.fused import fused_applies
 from miaudit.training.engine.orchestration import train_chunk
 from miaudit.training.engine.planning import ChunkJob
 from miaudit.training.native import NATIVE_ENV, load_native, native_status
+from miaudit.training.tuning import candidates, choose_path, pinned, rule_choice
 
 pytestmark = pytest.mark.skipif(
     native._compiler() is None, reason="no C compiler on this machine (the engine falls back to PyTorch operations)"
@@ -193,18 +194,19 @@ def test_engine_with_and_without_native_kernel_agree(
 
 
 # ---------------------------------------------------------------------------------------------
-# the one-hidden-layer AMX path of the engine
+# the one-hidden-layer fused path of the engine (AMX or AVX512-BF16)
 # ---------------------------------------------------------------------------------------------
 
 needs_mlp1 = pytest.mark.skipif(
-    native.load_mlp1() is None, reason="needs AMX-BF16 and the compiled mlp1 kernels (the stacked path runs here)"
+    native.load_mlp1() is None,
+    reason="needs AMX-BF16 or AVX512-BF16 and the compiled mlp1 kernels (the stacked path runs here)",
 )
 
 
 def test_fused_path_applies_only_where_it_can(small_spec, fast_train) -> None:
     bf16 = dataclasses.replace(fast_train, precision="bf16")
-    has_amx = native.load_mlp1() is not None
-    assert fused_applies(small_spec, bf16, "bf16") is has_amx  # 64-32-10, batch 32
+    has_kernel = native.load_mlp1() is not None
+    assert fused_applies(small_spec, bf16, "bf16") is has_kernel  # 64-32-10, batch 32
     assert not fused_applies(small_spec, bf16, "f32")
     assert not fused_applies(dataclasses.replace(small_spec, dropout=0.2), bf16, "bf16")
     assert not fused_applies(dataclasses.replace(small_spec, hidden=(32, 32)), bf16, "bf16")
@@ -220,7 +222,9 @@ def test_fused_path_matches_the_stacked_path(digits_split, small_spec, convergin
     spec = dataclasses.replace(small_spec, n_classes=n_classes)
     train = dataclasses.replace(converging_train, precision="bf16")
     sets = subsets(pool, [600, 451, 600], seed=3)  # 451: a short last batch, padded
-    fused = train_batched(X, y, sets, seeds=[4, 5, 6], model=spec, train=train)
+    with pinned(fused=True):  # the rules take it on AMX only; the tuner times it elsewhere
+        assert choose_path(model=spec, train=train).path == "fused"
+        fused = train_batched(X, y, sets, seeds=[4, 5, 6], model=spec, train=train)
     monkeypatch.setenv(NATIVE_ENV, "adam")  # the stacked path, with the compiled Adam step
     stacked = train_batched(X, y, sets, seeds=[4, 5, 6], model=spec, train=train)
     for a, b in zip(fused, stacked, strict=True):
@@ -237,9 +241,11 @@ def test_fused_path_same_seed_same_weights_and_models_independent(digits_split, 
     X, y, pool, _ = digits_split
     train = dataclasses.replace(fast_train, precision="bf16")
     sets = subsets(pool, [300, 300, 300], seed=8)
-    a = train_batched(X, y, sets, seeds=[1, 2, 3], model=small_spec, train=train)
-    b = train_batched(X, y, sets, seeds=[1, 2, 3], model=small_spec, train=train)
-    changed = train_batched(X, y, [sets[0], sets[2], sets[2]], seeds=[1, 2, 3], model=small_spec, train=train)
+    with pinned(fused=True):
+        assert choose_path(model=small_spec, train=train).path == "fused"
+        a = train_batched(X, y, sets, seeds=[1, 2, 3], model=small_spec, train=train)
+        b = train_batched(X, y, sets, seeds=[1, 2, 3], model=small_spec, train=train)
+        changed = train_batched(X, y, [sets[0], sets[2], sets[2]], seeds=[1, 2, 3], model=small_spec, train=train)
     for m, n in zip(a, b, strict=True):
         for u, v in zip(m.weights + m.biases, n.weights + n.biases, strict=True):
             np.testing.assert_array_equal(u, v)
@@ -253,7 +259,7 @@ def test_fused_path_divergence_and_missing_kernels_raise_clear_errors(small_spec
     train = dataclasses.replace(fast_train, precision="bf16")
     X = np.full((64, 64), 3e38, dtype=np.float32)  # inputs that overflow the first layer
     y = np.arange(64) % 10
-    with pytest.raises(TrainingError, match=r"diverged .* model 0 .*lower the learning rate"):
+    with pinned(fused=True), pytest.raises(TrainingError, match=r"diverged .* model 0 .*lower the learning rate"):
         train_batched(X, y, [np.arange(64)], seeds=[0], model=small_spec, train=train)
     # planned for the fused path, then the library is gone (a worker in another process, say)
     job = ChunkJob(
@@ -270,3 +276,28 @@ def test_fused_path_divergence_and_missing_kernels_raise_clear_errors(small_spec
     monkeypatch.setattr(fused_path, "load_mlp1", lambda: None)
     with pytest.raises(TrainingError, match="one-hidden-layer steps were planned for but cannot be loaded"):
         train_chunk(job)
+
+
+def test_the_rules_take_the_fused_path_on_amx_only_and_the_tuner_times_it_wherever_it_builds(small_spec, fast_train):
+    bf16 = dataclasses.replace(fast_train, precision="bf16")
+    kernels = native.load_mlp1()
+    rule = rule_choice(model=small_spec, train=bf16)
+    assert (rule.path == "fused") is (kernels is not None and kernels.kind == "AMX-BF16")
+    fused_candidates = [c for c in candidates(model=small_spec, train=bf16) if c.path == "fused"]
+    assert len(fused_candidates) == (kernels is not None)
+    with pytest.raises(ValueError, match="not both"), pinned(fused=True, stacked=True):
+        pass
+
+
+@needs_mlp1
+def test_models_of_the_fused_path_have_cache_keys_of_their_own(small_spec, fast_train) -> None:
+    from miaudit.studies.cache import train_key
+
+    bf16 = dataclasses.replace(fast_train, precision="bf16", engine="batched")
+    with pinned(fused=True):
+        fused_key = train_key(bf16, small_spec)
+    with pinned(stacked=True):
+        stacked_key = train_key(bf16, small_spec)
+    assert fused_key["path"] == f"fused {native.load_mlp1().kind}"
+    assert "path" not in stacked_key  # stacked keys are as they were
+    assert {k: v for k, v in fused_key.items() if k != "path"} == stacked_key

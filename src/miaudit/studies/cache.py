@@ -20,6 +20,7 @@ and a rerun picks up where it stopped with the same numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -91,8 +92,9 @@ def train_key(train: TrainSpec, model: ModelSpec | None = None) -> dict[str, Any
     """The recipe as it determines a model: every field, with ``engine`` and ``precision`` resolved.
 
     ``auto`` means different arithmetic on different CPUs, so a cache copied between machines must not
-    mix them: the key holds what actually runs (the plain loop computes in float32), and for DP-SGD the
-    version of the noise stream (:data:`miaudit.training.noise.STREAM_VERSION`). Given the ``model``,
+    mix them: the key holds what actually runs (the plain loop computes in float32), the fused path where
+    it is the chosen one (and which build of it), and for DP-SGD the version of the noise stream
+    (:data:`miaudit.training.noise.STREAM_VERSION`). Given the ``model``,
     ``auto`` resolves as the engine will train it (the measured choice of :mod:`miaudit.training.tuning`).
     """
     from miaudit.training.hardware import resolve_precision
@@ -103,6 +105,18 @@ def train_key(train: TrainSpec, model: ModelSpec | None = None) -> dict[str, Any
         "f32" if engine == "loop" or train.dp else resolve_precision(train.precision, model=model, train=train)
     )
     key = {**train.to_dict(), "engine": engine, "precision": precision}
+    if engine == "batched" and not train.dp and model is not None and train.device == "cpu":
+        # the fused one-hidden-layer path rounds differently from the stacked one (and its AMX build from
+        # its AVX512-BF16 one): its models get keys of their own (stacked keys are as they were)
+        from miaudit.training.native import load_mlp1
+        from miaudit.training.tuning import choose_path
+
+        choice = choose_path(model=model, train=train)
+        if choice.precision != precision:  # as the engine does: the path for the precision it resolved
+            choice = choose_path(model=model, train=dataclasses.replace(train, precision=precision))
+        if choice.fused:
+            kernels = load_mlp1()
+            key["path"] = f"fused {kernels.kind if kernels is not None else 'unavailable'}"
     if train.dp:  # DP-SGD models also depend on how the noise is drawn
         from miaudit.training.noise import STREAM_VERSION
 

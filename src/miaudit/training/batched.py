@@ -1,7 +1,7 @@
 """The batched engine's public names, where they have always been importable from.
 
 The engine itself lives in :mod:`miaudit.training.engine`, one concern per module (planning,
-stacked path, fused AMX path, inference, orchestration); this module re-exports its public API.
+stacked path, fused one-hidden-layer path, inference, orchestration); this module re-exports its public API.
 """
 
 from miaudit.training.engine import (

@@ -11,10 +11,11 @@ Three libraries:
 * ``_native/gauss.c`` (every CPU): DP-SGD's Gaussian noise, Philox counters and Box-Muller in float32
   (:mod:`miaudit.training.noise` states the algorithm and computes the same bits in numpy where the
   library is not available: about 10x slower, same numbers).
-* ``_native/mlp1.c`` (x86 CPUs with AMX-BF16 only): whole training steps of a network with one
-  hidden layer in bf16, one model at a time, its weights and Adam state held in the core's cache
-  (the file says why and how). The engine uses it where it applies and the stacked PyTorch path
-  elsewhere.
+* ``_native/mlp1.c`` (x86 CPUs with AMX-BF16 or AVX512-BF16): whole training steps of a network with
+  one hidden layer in bf16, one model at a time, its weights and Adam state held in the core's cache
+  (the file says why and how); its block products run on AMX tiles where the CPU has them, else on
+  AVX512-BF16 dot products (AMD Zen 4 and later). The fixed rules use it on AMX; elsewhere the tuner
+  times it against the stacked PyTorch path and keeps the faster (:mod:`miaudit.training.tuning`).
 
 Each C file's contract (every parameter's name, dtype and shape expression, the ABI number, the
 size rules, the Adam constants) is declared once beside it, in ``_native/adam.py`` and
@@ -208,13 +209,19 @@ class GaussKernels:
 
 @dataclass(frozen=True)
 class MLP1Kernels:
-    """Whole training steps of one network with one hidden layer, on AMX (``_native/mlp1.c``).
+    """Whole training steps of one network with one hidden layer (``_native/mlp1.c``).
 
     The arrays' shapes and dtypes are declared in ``_native/mlp1.py`` and checked when bound.
+
+    Attributes
+    ----------
+    kind : {"AMX-BF16", "AVX512-BF16"}
+        What the build's block products run on.
     """
 
     path: Path
     lib: ctypes.CDLL
+    kind: str = "AMX-BF16"
 
     def copy_weights(self, P1: torch.Tensor, W1c: torch.Tensor) -> None:
         """The bf16 pair-layout copy ``W1c`` (D/2, H, 2) of the float32 first-layer weights ``P1`` (D, H)."""
@@ -269,7 +276,10 @@ def native_status() -> str:
     parts = []
     for name in ("adam", "gauss", "mlp1"):
         kernels, why = _load(name)
-        parts.append(f"{name} compiled" if kernels is not None else f"{name} not used ({why})")
+        if kernels is None:
+            parts.append(f"{name} not used ({why})")
+        else:
+            parts.append(f"{name} compiled" + (f" ({kernels.kind})" if isinstance(kernels, MLP1Kernels) else ""))
     if native_isa() != "native":
         parts.append(f"built for {native_isa()} ({ISA_ENV}={native_isa()}: {' '.join(AVX2_FLAGS)})")
     return "; ".join(parts)
@@ -295,7 +305,7 @@ def load_gauss() -> GaussKernels | None:
 
 
 def load_mlp1() -> MLP1Kernels | None:
-    """The one-hidden-layer AMX training steps, where the CPU has AMX-BF16 and they build; else None."""
+    """The one-hidden-layer training steps, where the CPU has AMX-BF16 or AVX512-BF16 and they build; else None."""
     return _load("mlp1")[0]
 
 
@@ -309,14 +319,18 @@ def _load(name: str) -> tuple[Any, str]:
     key = (name, os.environ.get("CC", ""), isa)
     with _lock:
         if key not in _loaded:
-            if name == "mlp1" and not _has_amx():
-                _loaded[key] = None, f"{ISA_ENV}={isa}: no AMX" if isa != "native" else "the CPU has no AMX-BF16"
+            if name == "mlp1" and not _has_bf16_units():
+                _loaded[key] = (
+                    (None, f"{ISA_ENV}={isa}: no AMX or AVX-512")
+                    if isa != "native"
+                    else (None, "the CPU has neither AMX-BF16 nor AVX512-BF16")
+                )
             else:
                 _loaded[key] = _build_and_load(name)
             kernels, why = _loaded[key]
             if kernels is not None:
                 logger.debug("native %s kernels loaded from %s", name, kernels.path)
-            elif name != "mlp1" or _has_amx():
+            elif name != "mlp1" or _has_bf16_units():
                 logger.warning(
                     "native %s kernel unavailable (%s); training uses %s operations",
                     name,
@@ -328,6 +342,12 @@ def _load(name: str) -> tuple[Any, str]:
 
 def _has_amx() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64") and {"amx_bf16", "amx_tile"} <= usable_cpu_flags()
+
+
+def _has_bf16_units() -> bool:
+    """AMX-BF16, or AVX512-BF16 (with AVX512-BW): what mlp1.c builds for."""
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    return x86 and (_has_amx() or {"avx512_bf16", "avx512bw", "avx512f"} <= usable_cpu_flags())
 
 
 def _compiler() -> str | None:
@@ -418,7 +438,10 @@ def _open_mlp1(path: Path) -> MLP1Kernels:
     lib = mlp1_contract.LIBRARY.open(str(path))
     if lib.miaudit_mlp1_init() != 0:
         raise OSError("the kernel refused AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM)")
-    return MLP1Kernels(path=path, lib=lib)
+    kind = mlp1_contract.KINDS.get(lib.miaudit_mlp1_kind())
+    if kind is None:
+        raise OSError(f"{path} reports an unknown kind {lib.miaudit_mlp1_kind()}")
+    return MLP1Kernels(path=path, lib=lib, kind=kind)
 
 
 def _open_gauss(path: Path) -> GaussKernels:

@@ -1,4 +1,4 @@
-"""Measured choices of the batched engine's path: precision, Adam step, chunk size, the fused AMX path.
+"""Measured choices of the batched engine's path: precision, Adam step, chunk size, the fused path.
 
 Rules written on one CPU choose wrong on another: on an AMD EPYC without AMX they picked bf16 where
 float32 in chunks of 4 models was faster, and the compiled Adam step where PyTorch's was faster. So
@@ -11,15 +11,18 @@ fastest (:func:`choose_path`). The candidates:
 * the stacked path with the compiled Adam step (``_native/adam.c``, where it builds) and with
   PyTorch's fused Adam;
 * chunk sizes (models per stack) from :data:`CHUNK_CANDIDATES` that fit the memory budget;
-* the fused one-hidden-layer AMX path (:mod:`~miaudit.training.engine.fused`) where it applies.
+* the fused one-hidden-layer path (:mod:`~miaudit.training.engine.fused`: AMX tiles or AVX512-BF16
+  dot products) where it applies.
 
 Threads per worker are not a candidate: each chunk runs on one thread so that a model's weights do
 not depend on the thread count (:mod:`miaudit.training.executors`).
 
 Timing: a candidate runs training steps of a stack of models on synthetic records of the workload's
-width, batch size, dropout and label smoothing, on one thread with denormals flushed, after a
-warm-up step; its cost is its fastest step per model. A staged search (:func:`pick_fastest`) spends
-about :data:`DEFAULT_SECONDS` on a small network, a few seconds on a large one.
+width, batch size, dropout and label smoothing, on as many threads at once as the engine has workers
+(one stack each, one torch thread each, denormals flushed: the workers share caches and memory as in a
+run), after a warm-up step; its cost is its fastest step per model, averaged over the threads. A
+staged search (:func:`pick_fastest`) spends about :data:`DEFAULT_SECONDS` on a small network, a few
+seconds on a large one.
 
 The choice is cached in ``tuning.json`` in the user cache (``$MIAUDIT_CACHE_DIR`` or
 ``platformdirs.user_cache_dir("miaudit")``), written atomically, under a key of the CPU model, the
@@ -30,7 +33,7 @@ the choice: a run is never re-timed mid-way.
 
 ``MIAUDIT_TUNING=off`` restores the fixed rules (:func:`rule_choice`): bf16 where the CPU has native
 bf16 units, the compiled Adam step where it builds, chunks of at most
-:data:`~miaudit.training.engine.planning.MAX_CHUNK`, the fused path wherever it applies. DP-SGD
+:data:`~miaudit.training.engine.planning.MAX_CHUNK`, the fused path wherever it applies on AMX. DP-SGD
 recipes are not tuned: float32 on the stacked path, by the rules.
 
 Recipes for a GPU (``train.device`` ``cuda`` or ``mps``) are not tuned either (every candidate is
@@ -53,23 +56,24 @@ import json
 import logging
 import math
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import platformdirs
 import torch
 
 from miaudit._io import atomic_write_text
 from miaudit.errors import TrainingError
 from miaudit.training import hardware
-from miaudit.training.engine.fused import fused_applies, padded_width, train_fused
+from miaudit.training.engine.fused import FusedModel, fused_applies, padded_width
 from miaudit.training.engine.planning import (
     BLOCK_STEPS,
     MAX_CHUNK,
@@ -79,7 +83,7 @@ from miaudit.training.engine.planning import (
 )
 from miaudit.training.engine.stack import Stack, layer_layout
 from miaudit.training.engine.stacked import StepPlan, neg_targets
-from miaudit.training.executors import single_threaded_torch
+from miaudit.training.executors import default_workers, single_threaded_torch
 from miaudit.training.native import load_mlp1, load_native
 from miaudit.training.networks import init_params
 from miaudit.training.specs import ModelSpec, TrainSpec
@@ -117,14 +121,16 @@ DEVICE_MAX_CHUNK = 256
 #: Measuring time in all, spread over about a dozen measurements (large networks take longer: every
 #: measurement runs a warm-up step and at least two timed steps).
 DEFAULT_SECONDS = 1.5
-#: Records in the synthetic pool a stacked candidate gathers its minibatches from.
-POOL_ROWS = 8192
+#: Records in the synthetic pool candidates gather their minibatches from (larger than the caches, as in a run).
+POOL_ROWS = 32_768
+#: distinct minibatches a stacked timing cycles through (with POOL_ROWS, the gathers miss the caches as in a run)
+_STEPS = 32
 _MIN_STEPS = 2
 #: a larger chunk is tried only while each one is at least 3% faster per model than the best before it
 _GAIN = 0.97
 _FORMAT = 1
 #: bump when the way candidates are timed or searched changes: earlier choices are then timed again
-TUNER_VERSION = 2
+TUNER_VERSION = 3
 _ADAMS = ("compiled", "torch")
 
 #: (seconds per model-step) of a candidate given about ``seconds`` to measure; injectable for tests
@@ -143,7 +149,7 @@ class Candidate:
     @property
     def label(self) -> str:
         if self.path == "fused":
-            return f"{self.precision} fused AMX path"
+            return f"{self.precision} fused one-hidden-layer path"
         adam = "compiled Adam" if self.adam == "compiled" else "PyTorch Adam"
         return f"{self.precision} stacked, {adam}, chunks of {self.chunk}"
 
@@ -279,7 +285,10 @@ def rule_choice(*, model: ModelSpec, train: TrainSpec, why: str = "") -> PathCho
             reason=f"{why}: {rules}" if why else rules,
         )
     precision = "f32" if train.dp else hardware.resolve_precision(train.precision)
-    fused = not train.dp and fused_applies(model, train, precision)
+    mlp1 = load_mlp1()
+    # the rules take the fused path on AMX only (where it is about twice the stacked path's speed); its
+    # AVX512-BF16 build is a candidate the tuner times
+    fused = not train.dp and fused_applies(model, train, precision) and mlp1 is not None and mlp1.kind == "AMX-BF16"
     adam = "compiled" if load_native() is not None else "torch"
     rules = (
         "fixed rules: bf16 only where the CPU has native bf16 units, the compiled Adam step where it builds, "
@@ -337,9 +346,8 @@ def pick_fastest(
     2. the other Adam step at each precision's best chunk size;
     3. the two fastest timed again; the best time of each counts.
 
-    The first candidate (the fixed rules' path) is kept unless another is at least 3% faster: the
-    timing runs one model stack on one thread, while a run has several workers share the memory system
-    and Python's lock, so smaller differences are within what the timing can tell. Otherwise ties go to
+    The first candidate (the fixed rules' path) is kept unless another is at least 3% faster: smaller
+    differences are within what the timing can tell. Otherwise ties go to
     the earlier candidate. A measurement that fails (raises, or gives a value that is not a
     positive number) counts as infinitely slow.
 
@@ -402,19 +410,35 @@ def pick_fastest(
     return fastest, best
 
 
-def measure_candidate(candidate: Candidate, *, model: ModelSpec, train: TrainSpec, seconds: float) -> float:
-    """Seconds per model-step of ``candidate`` (its fastest step) on synthetic records, one thread, about ``seconds``.
+def measure_candidate(
+    candidate: Candidate, *, model: ModelSpec, train: TrainSpec, seconds: float, n_workers: int | None = None
+) -> float:
+    """Seconds per model-step of ``candidate`` (its fastest step) on synthetic records, about ``seconds``.
 
     The stacked path runs steps of a stack of ``candidate.chunk`` models (weights from a fixed
-    generator, minibatches drawn from :data:`POOL_ROWS` random records); the fused path trains one model
-    for :data:`~miaudit.training.engine.planning.BLOCK_STEPS` steps per timing (its set-up included).
+    generator, :data:`_STEPS` distinct minibatches drawn from :data:`POOL_ROWS` random records, more than
+    the caches hold, as in a run); the fused path trains one model, set up once as in a run, for
+    :data:`~miaudit.training.engine.planning.BLOCK_STEPS` steps per timing from the same records.
     At least two steps are timed after one warm-up; the fastest counts (on a shared machine, other
     processes only ever slow a step down). The global random state is not used.
+
+    As in a run, ``n_workers`` threads (default: the engine's workers, :func:`default_workers`) each
+    time their own stack at once, one torch thread each, and the mean of their CPU times counts: paths
+    differ in how much memory traffic they make, and the workers share the caches and memory (on a
+    2-core AMD EPYC the stacked path's step took 1.3x its time alone with two workers, the fused path's
+    1.05x, which reversed the order the one-thread timing gave).
     """
-    with single_threaded_torch(), torch.no_grad():
-        if candidate.path == "fused":
-            return _time_fused(candidate, model, train, seconds)
-        return _time_stacked(candidate, model, train, seconds)
+    workers = max(1, n_workers if n_workers is not None else default_workers())
+    timer = _time_fused if candidate.path == "fused" else _time_stacked
+
+    def run(_: int) -> float:
+        with single_threaded_torch(), torch.no_grad():
+            return timer(candidate, model, train, seconds)
+
+    if workers == 1:
+        return run(0)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="miaudit-tune") as pool:
+        return statistics.fmean(pool.map(run, range(workers)))
 
 
 def _timed(run: Callable[[int], None], seconds: float) -> list[float]:
@@ -443,7 +467,7 @@ def _pool(n_features: int, n_classes: int, dtype: torch.dtype) -> tuple[torch.Te
 def _time_stacked(c: Candidate, model: ModelSpec, train: TrainSpec, seconds: float) -> float:
     gen = torch.Generator().manual_seed(0)
     layers = layer_layout(model, c.precision)
-    K, B, C, S = c.chunk, train.batch_size, model.n_classes, 4
+    K, B, C, S = c.chunk, train.batch_size, model.n_classes, _STEPS
     stack = Stack.initial(model, layers, [init_params(model, gen) for _ in range(K)])
     dtype = torch.bfloat16 if layers[0].lowp else torch.float32
     pool, labels = _pool(model.n_features, C, dtype)
@@ -473,25 +497,28 @@ def _time_stacked(c: Candidate, model: ModelSpec, train: TrainSpec, seconds: flo
 
 
 def _time_fused(c: Candidate, model: ModelSpec, train: TrainSpec, seconds: float) -> float:
+    kernels = load_mlp1()
+    if kernels is None:
+        raise TrainingError("the fused path's kernels do not load here")
     gen = torch.Generator().manual_seed(0)
-    n = train.batch_size * BLOCK_STEPS
-    pool = torch.zeros(n, padded_width(model.n_features), dtype=torch.bfloat16)
-    pool[:, : model.n_features] = torch.rand(n, model.n_features, generator=gen)
-    pool[:, model.n_features] = 1.0
+    rows, _ = _pool(model.n_features, model.n_classes, torch.bfloat16)
+    pool = torch.zeros(POOL_ROWS, padded_width(model.n_features), dtype=torch.bfloat16)
+    pool[:, : model.n_features + 1] = rows
     job = ChunkJob(
         pool=pool,
-        labels=torch.randint(model.n_classes, (n,), generator=gen),
-        train_sets=(np.arange(n, dtype=np.int64),),
+        labels=torch.randint(model.n_classes, (POOL_ROWS,), generator=gen),
+        train_sets=(torch.randperm(POOL_ROWS, generator=gen).numpy(),),
         seeds=(0,),
         positions=(0,),
         model=model,
-        train=dataclasses.replace(train, epochs=1),
+        train=dataclasses.replace(train, epochs=1_000_000),  # a stream that never runs out
         precision="bf16",
         fused=True,
     )
+    m = FusedModel(kernels, job, 0)  # set up once, as a run does per model; each timing is one block
 
     def run(i: int) -> None:
-        train_fused(job)
+        m.run(BLOCK_STEPS)
 
     return min(_timed(run, seconds)) / BLOCK_STEPS
 
@@ -560,6 +587,8 @@ def choose_path(*, model: ModelSpec, train: TrainSpec, measure: Measure | None =
     pin = _PINNED.get()
     if pin:
         fused = choice.fused and not pin.get("stacked", False)
+        if pin.get("fused", False) and not train.dp and train.device == "cpu":
+            fused = fused_applies(model, train, choice.precision)
         chunk = 1 if fused else pin.get("max_chunk", MAX_CHUNK if choice.fused else choice.max_chunk)
         choice = dataclasses.replace(
             choice,
@@ -579,7 +608,9 @@ def choose_path(*, model: ModelSpec, train: TrainSpec, measure: Measure | None =
 
 
 @contextmanager
-def pinned(*, adam: str | None = None, max_chunk: int | None = None, stacked: bool = False) -> Iterator[None]:
+def pinned(
+    *, adam: str | None = None, max_chunk: int | None = None, stacked: bool = False, fused: bool = False
+) -> Iterator[None]:
     """Within the block, override the chosen path in this thread (benchmarks compare paths this way).
 
     Parameters
@@ -589,6 +620,9 @@ def pinned(*, adam: str | None = None, max_chunk: int | None = None, stacked: bo
         Most models per stack.
     stacked : bool
         Use the stacked path where the fused one was chosen.
+    fused : bool
+        Use the fused path wherever it applies (:func:`~miaudit.training.engine.fused.fused_applies`),
+        chosen or not.
 
     Raises
     ------
@@ -599,7 +633,9 @@ def pinned(*, adam: str | None = None, max_chunk: int | None = None, stacked: bo
         raise ValueError(f"adam must be one of {', '.join(map(repr, _ADAMS))}; got {adam!r}")
     if max_chunk is not None and (isinstance(max_chunk, bool) or not isinstance(max_chunk, int) or max_chunk < 1):
         raise ValueError(f"max_chunk must be an integer >= 1; got {max_chunk!r}")
-    pin = {k: v for k, v in {"adam": adam, "max_chunk": max_chunk, "stacked": stacked}.items() if v}
+    if stacked and fused:
+        raise ValueError("pin the stacked path or the fused one, not both")
+    pin = {k: v for k, v in {"adam": adam, "max_chunk": max_chunk, "stacked": stacked, "fused": fused}.items() if v}
     token = _PINNED.set(pin)
     try:
         yield

@@ -1,11 +1,16 @@
-/* Whole training steps of one MLP with one hidden layer (bf16 first layer on Intel AMX, float32
- * output layer, Adam), for miaudit's batched engine (see miaudit/training/native.py).
+/* Whole training steps of one MLP with one hidden layer (bf16 first layer on Intel AMX or on AVX512-BF16,
+ * float32 output layer, Adam), for miaudit's batched engine (see miaudit/training/native.py).
  *
  * Why: a model of the seed's recipe (784-128-10) has ~1.2 MB of float32 weights and Adam state.
  * Trained alone, in one call per block of steps, it stays in the core's L2 cache, and each step is
  * a few microseconds of tile products plus one pass of Adam over cached memory. Trained as one of
  * K stacked models through PyTorch operations, every step streams all K models' state through
  * the L3 cache and pays the per-operation overhead of the framework.
+ *
+ * Two builds of this one file: where the compiler targets AMX-BF16 (Intel Sapphire Rapids and later) the
+ * 32 x 32 block products run on AMX tiles; where it targets AVX512-BF16 without AMX (AMD Zen 4 and later,
+ * Intel Cooper Lake) they run as vdpbf16ps dot products of bf16 pairs (block_32x32 below). Everything
+ * else is the same code. miaudit_mlp1_kind() says which build it is.
  *
  * Arithmetic (the engine's bf16 mode): the first layer's products take bf16 inputs, weights and
  * output gradients and accumulate in float32; its weight gradient stays float32; the output layer,
@@ -23,7 +28,8 @@
  *   W1c (D/2, H, 2) bf16   their bf16 copy in the tiles' pair layout: W1c[d/2][n][d%2] = W1[d][n]
  *   P2, m2, v2 (C*H + C)   output layer weights W2[c][n], then its biases, and Adam state
  * Scratch (per model, from the caller): x (B, D) bf16, xT (D, B) bf16, z (B, H) f32, dl (B, C) f32,
- * dzv (B/2, H, 2) bf16, g2 (C*H + C + 17*H) f32.
+ * dzv (B/2, H, 2) bf16, g2 (C*H + C + 17*H) f32, g1 (D*H) f32 (the first layer's weight gradient in
+ * P1's block layout: the AVX512-BF16 build forms all of it before Adam, see the end of step()).
  *
  * Built with -ffp-contract=off so that results do not depend on vectorisation choices.
  */
@@ -33,13 +39,25 @@
 #include <string.h>
 
 #include "adam_math.h"
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#define MLP1_AMX 1
 #include <sys/syscall.h>
 #include <unistd.h>
+#elif defined(__AVX512BF16__) && defined(__AVX512BW__)
+#define MLP1_AMX 0
+#else
+#error "mlp1.c needs a compiler targeting AMX-BF16 or AVX512-BF16 (-march=native on such a CPU)"
+#endif
 
+int miaudit_mlp1_abi(void) { return 2; }
+
+/* 1: the block products run on AMX tiles; 2: on AVX512-BF16 dot products. */
+int miaudit_mlp1_kind(void) { return MLP1_AMX ? 1 : 2; }
+
+#if MLP1_AMX
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
-
-int miaudit_mlp1_abi(void) { return 1; }
 
 /* Ask the kernel for the AMX tile state (once per process; 0 on success). */
 int miaudit_mlp1_init(void) { return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 ? 0 : -1; }
@@ -63,14 +81,16 @@ static void configure_tiles(void) {
     _tile_loadconfig(&c);
 }
 
+static void release_tiles(void) { _tile_release(); }
+
 /* A 32 x 32 float32 block C = sum over nk steps of A (32 x 32 bf16, row-major) . B (32 x 32 bf16 in the
  * pair layout), on four accumulator tiles. a: A's first row; a_half: elements to its row 16;
  * a_stride: bytes per row; a_k: elements per step. b: B's first tile row; b_half: elements to its
  * column 16; b_stride: bytes per (pair) row; b_k: elements per step. c: C's first element;
  * c_half: elements to its row 16 (column 16 is 16 elements on); c_stride: bytes per row. */
-static inline void tiles_2x2(int64_t nk, const uint16_t *a, int64_t a_half, int64_t a_stride, int64_t a_k,
-                             const uint16_t *b, int64_t b_half, int64_t b_stride, int64_t b_k, float *c,
-                             int64_t c_half, int64_t c_stride) {
+static inline void block_32x32(int64_t nk, const uint16_t *a, int64_t a_half, int64_t a_stride, int64_t a_k,
+                               const uint16_t *b, int64_t b_half, int64_t b_stride, int64_t b_k, float *c,
+                               int64_t c_half, int64_t c_stride) {
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
@@ -90,6 +110,57 @@ static inline void tiles_2x2(int64_t nk, const uint16_t *a, int64_t a_half, int6
     _tile_stored(2, c + c_half, c_stride);
     _tile_stored(3, c + c_half + 16, c_stride);
 }
+#else
+/* Nothing to ask the kernel for: AVX-512 state is always enabled. */
+int miaudit_mlp1_init(void) { return 0; }
+
+static void configure_tiles(void) {}
+
+static void release_tiles(void) {}
+
+/* Rows of C computed together (2 x ROWS accumulators, the 32 x 32 B block read once per group). */
+#define ROWS 8
+
+/* The same block product as the AMX build (same arguments), as vdpbf16ps: each accumulator lane holds
+ * one C element and adds, per pair of k, the two products of A's pair (broadcast) and B's pair. */
+static inline void block_32x32(int64_t nk, const uint16_t *a, int64_t a_half, int64_t a_stride, int64_t a_k,
+                               const uint16_t *b, int64_t b_half, int64_t b_stride, int64_t b_k, float *c,
+                               int64_t c_half, int64_t c_stride) {
+    const int64_t as = a_stride / 2, bs = b_stride / 2, cs = c_stride / 4;
+    for (int r0 = 0; r0 < 32; r0 += ROWS) {
+        const uint16_t *arow[ROWS];
+        float *crow[ROWS];
+        for (int r = 0; r < ROWS; r++) {
+            const int m = r0 + r;
+            arow[r] = m < 16 ? a + m * as : a + a_half + (m - 16) * as;
+            crow[r] = m < 16 ? c + m * cs : c + c_half + (m - 16) * cs;
+        }
+        __m512 acc0[ROWS], acc1[ROWS];
+        for (int r = 0; r < ROWS; r++) {
+            acc0[r] = _mm512_setzero_ps();
+            acc1[r] = _mm512_setzero_ps();
+        }
+        for (int64_t k = 0; k < nk; k++) {
+            const uint16_t *bk = b + k * b_k;
+            for (int k2 = 0; k2 < 16; k2++) {
+                const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(bk + k2 * bs));
+                const __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(bk + b_half + k2 * bs));
+                for (int r = 0; r < ROWS; r++) {
+                    int32_t pair;
+                    memcpy(&pair, arow[r] + k * a_k + 2 * k2, sizeof pair);
+                    const __m512bh ap = (__m512bh)_mm512_set1_epi32(pair);
+                    acc0[r] = _mm512_dpbf16_ps(acc0[r], ap, b0);
+                    acc1[r] = _mm512_dpbf16_ps(acc1[r], ap, b1);
+                }
+            }
+        }
+        for (int r = 0; r < ROWS; r++) {
+            _mm512_storeu_ps(crow[r], acc0[r]);
+            _mm512_storeu_ps(crow[r] + 16, acc1[r]);
+        }
+    }
+}
+#endif
 
 static inline adam_t adam_scalars(int64_t t, float lr, float beta1, float beta2, float eps, float wd) {
     adam_t a;
@@ -127,7 +198,7 @@ static void step(int64_t D, int64_t H, int64_t C, int64_t B, const uint16_t *res
                  float *restrict P1, float *restrict m1, float *restrict v1, uint16_t *restrict W1c,
                  float *restrict P2, float *restrict m2, float *restrict v2, adam_t a, uint16_t *restrict x,
                  uint16_t *restrict xT, float *restrict z, float *restrict dl,
-                 uint16_t *restrict dzv, float *restrict g2) {
+                 uint16_t *restrict dzv, float *restrict g2, float *restrict g1) {
     /* gather the batch (x), and its transpose (xT): one 32-bit gather takes columns d, d + 1 of 16
      * rows; its low halves are row d of xT, its high halves row d + 1 */
     for (int64_t b = 0; b < B; b++) memcpy(x + b * D, pool + idx[b] * D, (size_t)D * 2);
@@ -147,7 +218,7 @@ static void step(int64_t D, int64_t H, int64_t C, int64_t B, const uint16_t *res
     /* layer 1: z (B, H) = x (B, D) @ W1 */
     for (int64_t b = 0; b < B; b += 32)
         for (int64_t n = 0; n < H; n += 32)
-            tiles_2x2(D / 32, x + b * D, 16 * D, D * 2, 32, W1c + n * 2, 32, H * 4, 32 * H, z + b * H + n, 16 * H, H * 4);
+            block_32x32(D / 32, x + b * D, 16 * D, D * 2, 32, W1c + n * 2, 32, H * 4, 32 * H, z + b * H + n, 16 * H, H * 4);
     for (int64_t i = 0; i < B * H; i++) z[i] = z[i] > 0.0f ? z[i] : 0.0f; /* ReLU: z is now h */
 
     /* layer 2, softmax, loss gradient dl = (softmax - onehot) * row weight */
@@ -220,18 +291,37 @@ static void step(int64_t D, int64_t H, int64_t C, int64_t B, const uint16_t *res
     }
     adam_run(C * H + C, P2, m2, v2, g2, a);
 
+#if MLP1_AMX
     /* layer 1 weight gradient x^T (D, B) @ dz (B, H), 32 x 32 blocks, each followed by its Adam
-     * update and the new bf16 pairs, while the block is in cache */
+     * update and the new bf16 pairs, while the block is in cache (a tile product is a few hundred
+     * cycles: the block's Adam state is the cost, so it is read once, right after) */
+    (void)g1;
     float g[32 * 32];
     for (int64_t d = 0; d < D; d += 32) {
         for (int64_t n = 0; n < H; n += 32) {
-            tiles_2x2(B / 32, xT + d * B, 16 * B, B * 2, 32, dzv + n * 2, 32, H * 4, 32 * H, g, 16 * 32, 32 * 4);
+            block_32x32(B / 32, xT + d * B, 16 * B, B * 2, 32, dzv + n * 2, 32, H * 4, 32 * H, g, 16 * 32, 32 * 4);
             const int64_t blk = ((d / 32) * (H / 32) + n / 32) * 1024;
             adam_run(1024, P1 + blk, m1 + blk, v1 + blk, g, a);
             for (int64_t r = 0; r < 32; r += 2)
                 pair_rows(32, P1 + blk + r * 32, P1 + blk + (r + 1) * 32, W1c + (d + r) * H + n * 2);
         }
     }
+#else
+    /* layer 1 weight gradient x^T (D, B) @ dz (B, H) into g1 (P1's block layout), all blocks first, then
+     * Adam over all of it and the new bf16 pairs: here the products are the cost, and alternating them
+     * with Adam's stream through the state (larger than the L2 cache) slowed them by about 2x */
+    for (int64_t d = 0; d < D; d += 32)
+        for (int64_t n = 0; n < H; n += 32)
+            block_32x32(B / 32, xT + d * B, 16 * B, B * 2, 32, dzv + n * 2, 32, H * 4, 32 * H,
+                        g1 + ((d / 32) * (H / 32) + n / 32) * 1024, 16 * 32, 32 * 4);
+    adam_run(D * H, P1, m1, v1, g1, a);
+    for (int64_t d = 0; d < D; d += 32)
+        for (int64_t n = 0; n < H; n += 32) {
+            const int64_t blk = ((d / 32) * (H / 32) + n / 32) * 1024;
+            for (int64_t r = 0; r < 32; r += 2)
+                pair_rows(32, P1 + blk + r * 32, P1 + blk + (r + 1) * 32, W1c + (d + r) * H + n * 2);
+        }
+#endif
 }
 
 /* L steps (Adam steps t0 + 1 .. t0 + L) of one model. */
@@ -239,12 +329,12 @@ void miaudit_mlp1_train(int64_t D, int64_t H, int64_t C, int64_t B, int64_t L, c
                         const int64_t *idx, const float *rw, const int64_t *labels, float *P1, float *m1,
                         float *v1, uint16_t *W1c, float *P2, float *m2, float *v2, int64_t t0, float lr,
                         float beta1, float beta2, float eps, float weight_decay, uint16_t *x,
-                        uint16_t *xT, float *z, float *dl, uint16_t *dzv, float *g2) {
+                        uint16_t *xT, float *z, float *dl, uint16_t *dzv, float *g2, float *g1) {
     configure_tiles();
     for (int64_t l = 0; l < L; l++) {
         adam_t a = adam_scalars(t0 + l + 1, lr, beta1, beta2, eps, weight_decay);
         step(D, H, C, B, pool, idx + l * B, rw + l * B, labels + l * B, P1, m1, v1, W1c, P2, m2, v2, a, x, xT,
-             z, dl, dzv, g2);
+             z, dl, dzv, g2, g1);
     }
-    _tile_release();
+    release_tiles();
 }

@@ -1,4 +1,4 @@
-"""The contract of ``mlp1.c``: whole training steps of a one-hidden-layer network on AMX.
+"""The contract of ``mlp1.c``: whole training steps of a one-hidden-layer network on AMX or AVX512-BF16.
 
 Sizes: ``D`` input width padded to a multiple of 32 (the pool's ones column, the first layer's
 bias input, included), ``H`` hidden width and ``B`` batch (multiples of 32), ``C`` classes, ``L``
@@ -14,10 +14,12 @@ import torch
 
 from miaudit.training._native.contract import Kernel, Library, buf, f32, i64
 
-__all__ = ["ABI", "COPY_WEIGHTS", "INIT", "LIBRARY", "SCRATCH", "STATE", "TILE", "TRAIN"]
+__all__ = ["ABI", "COPY_WEIGHTS", "INIT", "KIND", "KINDS", "LIBRARY", "SCRATCH", "STATE", "TILE", "TRAIN"]
 
 #: Reported by ``miaudit_mlp1_abi()`` in mlp1.c; change both together with any prototype or layout.
-ABI = 1
+ABI = 2
+#: What ``miaudit_mlp1_kind()`` reports: the instructions the block products of the build run on.
+KINDS = {1: "AMX-BF16", 2: "AVX512-BF16"}
 #: AMX tile width in values: D, H and B are multiples of it; first-layer blocks are TILE x TILE.
 TILE = 32
 
@@ -28,9 +30,10 @@ _OUT = ("C * H + C",)
 #: The model's training state, in the order the train kernel takes it.
 STATE = ("P1", "m1", "v1", "W1c", "P2", "m2", "v2")
 #: Per-model scratch the train kernel works in.
-SCRATCH = ("x", "xT", "z", "dl", "dzv", "g2")
+SCRATCH = ("x", "xT", "z", "dl", "dzv", "g2", "g1")
 
 INIT = Kernel("miaudit_mlp1_init", (), returns="int", source="mlp1.c")
+KIND = Kernel("miaudit_mlp1_kind", (), returns="int", source="mlp1.c")
 
 COPY_WEIGHTS = Kernel(
     "miaudit_mlp1_copy_weights",
@@ -75,10 +78,11 @@ TRAIN = Kernel(
         buf("dl", torch.float32, ("B", "C"), "scratch: logits, then the loss gradient", writes=True),
         buf("dzv", torch.bfloat16, ("B // 2", "H", "2"), "scratch: hidden gradient, pair layout", writes=True),
         buf("g2", torch.float32, ("C * H + C + 17 * H",), "scratch: W2's gradient, da, W2^T", writes=True),
+        buf("g1", torch.float32, _BLOCKS, "scratch: W1's gradient in P1's block layout", writes=True),
     ),
     multiple_of=(("D", TILE), ("H", TILE), ("B", TILE)),
     per_call=("L", "t0"),
     source="mlp1.c",
 )
 
-LIBRARY = Library(name="mlp1", abi_symbol="miaudit_mlp1_abi", abi=ABI, kernels=(INIT, COPY_WEIGHTS, TRAIN))
+LIBRARY = Library(name="mlp1", abi_symbol="miaudit_mlp1_abi", abi=ABI, kernels=(INIT, KIND, COPY_WEIGHTS, TRAIN))

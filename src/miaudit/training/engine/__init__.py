@@ -17,8 +17,9 @@ One concern per module:
   of ``_native/adam.c`` where it builds).
 * :mod:`.dp_stacked`: DP-SGD on the stacked path (Poisson batches, per-example clipping from each
   layer's input and output gradient, each model's noise); the algorithm is :mod:`miaudit.training.dp`'s.
-* :mod:`.fused`: the fused path. One-hidden-layer networks in bf16 on a CPU with AMX train one model
-  at a time on compiled steps (``_native/mlp1.c``) with its state in the core's cache.
+* :mod:`.fused`: the fused path. One-hidden-layer networks in bf16 on a CPU with AMX-BF16 or
+  AVX512-BF16 train one model at a time on compiled steps (``_native/mlp1.c``) with its state close
+  to the core.
 * :mod:`.inference`: every model's probabilities on shared records (:func:`predict_proba_stacked`).
 
 The compiled kernels' contracts (every argument's dtype and shape, ABI numbers, Adam constants) are
