@@ -16,7 +16,7 @@ References (every one computes in float32):
   in its own process, side by side, each training its share of the models, with fused Adam
   (``torch.optim.Adam(fused=True)``) and ``torch.set_flush_denormal(True)``.
 
-The engine's path (precision for ``auto``, the Adam step, models per chunk, the fused AMX path) is the
+The engine's path (precision for ``auto``, the Adam step, models per chunk, the fused path) is the
 one :mod:`miaudit.training.tuning` measured and cached for this workload on this machine (timed before
 the first row if not cached yet): the run prints it and why. ``--quick`` reads the same cached choice as
 the full run (the key is the workload's shape, not its epochs), so both run the same path. Beside it:
@@ -76,7 +76,7 @@ from miaudit.training import batched, tuning
 from miaudit.training.batched import predict_proba_stacked, train_batched
 from miaudit.training.executors import InProcessExecutor, single_threaded_torch
 from miaudit.training.hardware import matmul_peak_gflops, native_bf16
-from miaudit.training.native import NativeKernels, native_status
+from miaudit.training.native import NativeKernels, load_mlp1, native_status
 from miaudit.training.networks import MLPParams, build_module, init_params
 from miaudit.training.specs import ModelSpec, TrainSpec
 from miaudit.training.trainer import train_one
@@ -283,7 +283,8 @@ def time_engine(
 
 def _path_text(c: tuning.PathChoice) -> str:
     if c.fused:
-        return f"{c.precision} fused AMX path"
+        kernels = load_mlp1()
+        return f"{c.precision} fused path ({kernels.kind if kernels is not None else 'kernels not loaded'})"
     return (
         f"{c.precision} stacked, {'compiled' if c.adam == 'compiled' else 'PyTorch'} Adam, <= {c.max_chunk} per chunk"
     )
@@ -640,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
 
     k_prof = min(choice.max_chunk if not choice.fused else batched.MAX_CHUNK, max(ks))
     prof_train = TrainSpec(epochs=min(epochs, 3), batch_size=64, lr=1e-3, precision=auto, engine="batched")
-    # the stacked path (the one-hidden-layer AMX steps are one opaque call), one chunk
+    # the stacked path (the fused one-hidden-layer steps are one opaque call), one chunk
     with tuning.pinned(stacked=True, max_chunk=k_prof):
         shares = breakdown(X, y, sets[:k_prof], spec, prof_train)
 
@@ -691,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         f"processes take a core."
     )
     print(
-        f"# where the stacked path's time goes ({auto}, {_path_text(choice)}, {k_prof} models in one chunk, "
+        f"# where the stacked path's time goes ({auto}, stacked (pinned), {k_prof} models in one chunk, "
         f"one thread, share of wall time): " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items())
     )
     print(f"# fastest (fairest) reference: {ref.name}, {s_ref:.3f} s/model (f32); every reference computes in f32")

@@ -41,7 +41,7 @@ def tune_command(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details."),
 ) -> None:
-    """Time the training paths (precision, Adam step, chunk size, fused AMX path) and cache the fastest."""
+    """Time the training paths (precision, Adam step, chunk size, fused path) and cache the fastest."""
     from miaudit.cli import _fail, _setup_logging, console
     from miaudit.training.specs import ARCHITECTURES, ModelSpec, TrainSpec
     from miaudit.training.tuning import DEFAULT_SECONDS, tune, tuning_enabled, tuning_file

@@ -27,7 +27,8 @@
  *                          in one run (the pair copy below is made from the plain (D, H) layout)
  *   W1c (D/2, H, 2) bf16   their bf16 copy in the tiles' pair layout: W1c[d/2][n][d%2] = W1[d][n]
  *   P2, m2, v2 (C*H + C)   output layer weights W2[c][n], then its biases, and Adam state
- * Scratch (per model, from the caller): x (B, D) bf16, xT (D, B) bf16, z (B, H) f32, dl (B, C) f32,
+ * Scratch (per model, from the caller): x (B, D) bf16, xT (D, B) bf16 (the AVX512-BF16 build keeps x in
+ * pairs of rows there instead, (B/2, D, 2)), z (B, H) f32, dl (B, C) f32,
  * dzv (B/2, H, 2) bf16, g2 (C*H + C + 17*H) f32, g1 (D*H) f32 (the first layer's weight gradient in
  * P1's block layout: the AVX512-BF16 build forms all of it before Adam, see the end of step()).
  *
@@ -160,6 +161,41 @@ static inline void block_32x32(int64_t nk, const uint16_t *a, int64_t a_half, in
         }
     }
 }
+
+/* The same product with A given by pairs: the pair (A[m][2p], A[m][2p+1]) is the 32-bit word at
+ * ap + p * ap_p + 2 * m (p < 16 * nk), as xp holds x^T; B and C as in block_32x32. */
+static inline void block_32x32_pairs(int64_t nk, const uint16_t *ap, int64_t ap_p, const uint16_t *b, int64_t b_half,
+                                     int64_t b_stride, int64_t b_k, float *c, int64_t c_half, int64_t c_stride) {
+    const int64_t bs = b_stride / 2, cs = c_stride / 4;
+    for (int r0 = 0; r0 < 32; r0 += ROWS) {
+        __m512 acc0[ROWS], acc1[ROWS];
+        for (int r = 0; r < ROWS; r++) {
+            acc0[r] = _mm512_setzero_ps();
+            acc1[r] = _mm512_setzero_ps();
+        }
+        for (int64_t k = 0; k < nk; k++) {
+            const uint16_t *bk = b + k * b_k;
+            for (int k2 = 0; k2 < 16; k2++) {
+                const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(bk + k2 * bs));
+                const __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(bk + b_half + k2 * bs));
+                const uint16_t *arow = ap + (k * 16 + k2) * ap_p + 2 * r0;
+                for (int r = 0; r < ROWS; r++) {
+                    int32_t pair;
+                    memcpy(&pair, arow + 2 * r, sizeof pair);
+                    const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
+                    acc0[r] = _mm512_dpbf16_ps(acc0[r], a, b0);
+                    acc1[r] = _mm512_dpbf16_ps(acc1[r], a, b1);
+                }
+            }
+        }
+        for (int r = 0; r < ROWS; r++) {
+            const int m = r0 + r;
+            float *crow = m < 16 ? c + m * cs : c + c_half + (m - 16) * cs;
+            _mm512_storeu_ps(crow, acc0[r]);
+            _mm512_storeu_ps(crow + 16, acc1[r]);
+        }
+    }
+}
 #endif
 
 static inline adam_t adam_scalars(int64_t t, float lr, float beta1, float beta2, float eps, float wd) {
@@ -202,6 +238,7 @@ static void step(int64_t D, int64_t H, int64_t C, int64_t B, const uint16_t *res
     /* gather the batch (x), and its transpose (xT): one 32-bit gather takes columns d, d + 1 of 16
      * rows; its low halves are row d of xT, its high halves row d + 1 */
     for (int64_t b = 0; b < B; b++) memcpy(x + b * D, pool + idx[b] * D, (size_t)D * 2);
+#if MLP1_AMX
     {
         const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                                 _mm512_set1_epi32((int)D * 2));
@@ -214,6 +251,26 @@ static void step(int64_t D, int64_t H, int64_t C, int64_t B, const uint16_t *res
             }
         }
     }
+#else
+    /* the AVX512-BF16 build reads the batch in pairs of rows instead of transposed: xT holds
+     * xp (B/2, D, 2), xp[b/2][d] = (x[b][d], x[b+1][d]), the 32-bit pair the weight-gradient product
+     * broadcasts (rows interleaved 32 values at a time: two loads, two permutes, two stores) */
+    {
+        static const uint16_t order[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+                                           8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+        const __m512i lo = _mm512_loadu_si512((const void *)order);
+        const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+        for (int64_t b = 0; b < B; b += 2) {
+            const uint16_t *r0 = x + b * D, *r1 = r0 + D;
+            uint16_t *out = xT + b * D;
+            for (int64_t d = 0; d < D; d += 32) {
+                const __m512i v0 = _mm512_loadu_si512((const void *)(r0 + d)), v1 = _mm512_loadu_si512((const void *)(r1 + d));
+                _mm512_storeu_si512((void *)(out + 2 * d), _mm512_permutex2var_epi16(v0, lo, v1));
+                _mm512_storeu_si512((void *)(out + 2 * d + 32), _mm512_permutex2var_epi16(v0, hi, v1));
+            }
+        }
+    }
+#endif
 
     /* layer 1: z (B, H) = x (B, D) @ W1 */
     for (int64_t b = 0; b < B; b += 32)
@@ -278,16 +335,27 @@ static void step(int64_t D, int64_t H, int64_t C, int64_t B, const uint16_t *res
             g2[C * H + c] += oc;
         }
     }
-    /* da = dl @ W2, times ReLU'(z), into the bf16 pairs of rows the weight-gradient tiles read */
-    for (int64_t b = 0; b < B; b++) {
-        const float *h = z + b * H, *o = dl + b * C;
-        for (int64_t n = 0; n < H; n++) da[n] = 0.0f;
-        for (int64_t c = 0; c < C; c++) {
-            const float oc = o[c], *w = W2 + c * H;
-            for (int64_t n = 0; n < H; n++) da[n] += oc * w[n];
+    /* da = dl @ W2, times ReLU'(z), into the bf16 pairs of rows the weight-gradient tiles read: rows b and
+     * b + 1 together (da1 in the scratch after da, free once the logits are formed), each pair one 32-bit
+     * word (row b in the low half), so the packing loop vectorises */
+    float *da1 = da + H;
+    for (int64_t b = 0; b < B; b += 2) {
+        const float *h0 = z + b * H, *h1 = h0 + H, *o0 = dl + b * C, *o1 = o0 + C;
+        for (int64_t n = 0; n < H; n++) {
+            da[n] = 0.0f;
+            da1[n] = 0.0f;
         }
-        uint16_t *out = dzv + (b & ~(int64_t)1) * H + (b & 1);
-        for (int64_t n = 0; n < H; n++) out[2 * n] = f32_to_bf16(h[n] > 0.0f ? da[n] : 0.0f);
+        for (int64_t c = 0; c < C; c++) {
+            const float oc0 = o0[c], oc1 = o1[c], *w = W2 + c * H;
+            for (int64_t n = 0; n < H; n++) {
+                da[n] += oc0 * w[n];
+                da1[n] += oc1 * w[n];
+            }
+        }
+        uint32_t *out = (uint32_t *)(void *)(dzv + b * H);
+        for (int64_t n = 0; n < H; n++)
+            out[n] = (uint32_t)f32_to_bf16(h0[n] > 0.0f ? da[n] : 0.0f) |
+                     ((uint32_t)f32_to_bf16(h1[n] > 0.0f ? da1[n] : 0.0f) << 16);
     }
     adam_run(C * H + C, P2, m2, v2, g2, a);
 
@@ -312,8 +380,8 @@ static void step(int64_t D, int64_t H, int64_t C, int64_t B, const uint16_t *res
      * with Adam's stream through the state (larger than the L2 cache) slowed them by about 2x */
     for (int64_t d = 0; d < D; d += 32)
         for (int64_t n = 0; n < H; n += 32)
-            block_32x32(B / 32, xT + d * B, 16 * B, B * 2, 32, dzv + n * 2, 32, H * 4, 32 * H,
-                        g1 + ((d / 32) * (H / 32) + n / 32) * 1024, 16 * 32, 32 * 4);
+            block_32x32_pairs(B / 32, xT + 2 * d, 2 * D, dzv + n * 2, 32, H * 4, 32 * H,
+                              g1 + ((d / 32) * (H / 32) + n / 32) * 1024, 16 * 32, 32 * 4);
     adam_run(D * H, P1, m1, v1, g1, a);
     for (int64_t d = 0; d < D; d += 32)
         for (int64_t n = 0; n < H; n += 32) {
