@@ -725,7 +725,10 @@ def _measure_and_store(
 ) -> PathChoice:
     cands = candidates(model=model, train=train)
     t0 = time.perf_counter()
-    winner, best = pick_fastest(cands, measure or _real_measure(model, train), seconds=seconds)
+    try:
+        winner, best = pick_fastest(cands, measure or _real_measure(model, train), seconds=seconds)
+    finally:
+        _pool.cache_clear()  # the synthetic records (over 100 MB for image-sized inputs) are not kept
     elapsed = time.perf_counter() - t0
     timed = sorted(best.items(), key=lambda kv: kv[1])
     if best and not math.isfinite(best.get(winner, math.inf)):
