@@ -455,3 +455,33 @@ def test_the_tune_command(monkeypatch) -> None:
     ):
         res = runner.invoke(app, ["tune", *args])
         assert res.exit_code == 2 and message in res.output, (args, res.output)
+
+
+@pytest.mark.parametrize("path", ["stacked", "fused"])
+def test_a_candidate_is_timed_on_every_worker_at_once_and_their_times_averaged(monkeypatch, path) -> None:
+    import threading
+
+    seen: list[str] = []
+    both = threading.Barrier(2, timeout=10)  # passes only if the two timings run at the same time
+    times = iter([0.002, 0.004])
+    lock = threading.Lock()
+
+    def fake(c, model, train, seconds):
+        with lock:
+            seen.append(threading.current_thread().name)
+            t = next(times)
+        both.wait()
+        return t
+
+    monkeypatch.setattr(tuning, "_time_stacked" if path == "stacked" else "_time_fused", fake)
+    spec = ModelSpec(n_features=8, n_classes=2, hidden=(32,))
+    c = Candidate("f32", path, "torch", 4)
+    got = tuning.measure_candidate(c, model=spec, train=TrainSpec(), seconds=0.01, n_workers=2)
+    assert got == pytest.approx(0.003)
+    assert len(seen) == 2 and len(set(seen)) == 2
+    seen.clear()
+    times = iter([0.005])
+    one = threading.Barrier(1)
+    both = one
+    assert tuning.measure_candidate(c, model=spec, train=TrainSpec(), seconds=0.01, n_workers=1) == 0.005
+    assert len(seen) == 1

@@ -20,7 +20,6 @@ and a rerun picks up where it stopped with the same numbers.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -109,12 +108,9 @@ def train_key(train: TrainSpec, model: ModelSpec | None = None) -> dict[str, Any
         # the fused one-hidden-layer path rounds differently from the stacked one (and its AMX build from
         # its AVX512-BF16 one): its models get keys of their own (stacked keys are as they were)
         from miaudit.training.native import load_mlp1
-        from miaudit.training.tuning import choose_path
+        from miaudit.training.tuning import path_for
 
-        choice = choose_path(model=model, train=train)
-        if choice.precision != precision:  # as the engine does: the path for the precision it resolved
-            choice = choose_path(model=model, train=dataclasses.replace(train, precision=precision))
-        if choice.fused:
+        if path_for(model=model, train=train, precision=precision).fused:
             kernels = load_mlp1()
             key["path"] = f"fused {kernels.kind if kernels is not None else 'unavailable'}"
     if train.dp:  # DP-SGD models also depend on how the noise is drawn

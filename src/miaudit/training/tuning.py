@@ -101,6 +101,7 @@ __all__ = [
     "choose_path",
     "describe_choice",
     "measure_candidate",
+    "path_for",
     "pick_fastest",
     "pinned",
     "rule_choice",
@@ -604,6 +605,19 @@ def choose_path(*, model: ModelSpec, train: TrainSpec, measure: Measure | None =
         **choice.to_dict(),
         **({"device": train.device} if train.device != "cpu" else {}),
     }
+    return choice
+
+
+def path_for(*, model: ModelSpec, train: TrainSpec, precision: str) -> PathChoice:
+    """The path the engine trains ``train`` on once its precision is resolved to ``precision``.
+
+    :func:`choose_path`'s choice, or, where the caller resolved another precision (tests of other CPUs
+    replace :func:`~miaudit.training.hardware.resolve_precision`), the path chosen for that precision.
+    The engine and the cache keys (:func:`miaudit.studies.cache.train_key`) both ask here.
+    """
+    choice = choose_path(model=model, train=train)
+    if precision != choice.precision:
+        choice = choose_path(model=model, train=dataclasses.replace(train, precision=precision))
     return choice
 
 

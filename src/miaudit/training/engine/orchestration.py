@@ -44,7 +44,7 @@ from miaudit.training.executors import Executor, InProcessExecutor
 from miaudit.training.hardware import flush_denormals, resolve_device, resolve_precision
 from miaudit.training.networks import MLPParams, shared_tensor
 from miaudit.training.specs import ModelSpec, TrainSpec
-from miaudit.training.tuning import choose_path
+from miaudit.training.tuning import path_for
 
 __all__ = ["TrainedBatch", "train_batched", "train_chunk", "train_many"]
 
@@ -202,10 +202,8 @@ def _run(
     if K == 0:
         return [], "f32" if train.dp else resolve_precision(train.precision)
     # the path, chosen once per workload and process (timed at first use on this machine, then cached)
-    choice = choose_path(model=model, train=train)
     precision = "f32" if train.dp else resolve_precision(train.precision, model=model, train=train)
-    if precision != choice.precision:  # resolve_precision replaced (tests of other CPUs): the path for it
-        choice = choose_path(model=model, train=dataclasses.replace(train, precision=precision))
+    choice = path_for(model=model, train=train, precision=precision)
     # DP-SGD: every model's schedule (noise calibrated) and the privacy it will spend, accounted before
     # training so that a missing accountant or an unreachable epsilon fails at once
     schedules = [dp_schedule(train, len(s)) for s in sets] if train.dp else None
