@@ -204,7 +204,7 @@ CASES = {
 def test_stacked_path_equals_the_plain_loop(digits, case: str) -> None:
     spec, kw = CASES[case]
     X, y = digits
-    recipe = {"epochs": 2, "batch_size": 32, "lr": 3e-3, **kw}
+    recipe = {"epochs": 2, "batch_size": 32, "lr": 3e-3, "precision": "f32", **kw}  # f32: the stacked path
     sets = [np.arange(500), np.arange(300, 1000), np.arange(7)]  # 7 records: sample rate 1
     stacked = train_batched(X, y, sets, seeds=[0, 1, 2], model=spec, train=TrainSpec(engine="batched", **recipe))
     with single_threaded_torch():
@@ -220,7 +220,7 @@ def test_stacked_path_equals_the_plain_loop(digits, case: str) -> None:
 def test_empty_batches_train_on_noise_alone(digits) -> None:
     X, y = digits
     # batch size 1 on 400 records: q = 1/400, most steps sample nothing (only noise moves the weights)
-    recipe = {"epochs": 1, "batch_size": 1, "lr": 1e-3, "dp_noise_multiplier": 1.0}
+    recipe = {"epochs": 1, "batch_size": 1, "lr": 1e-3, "dp_noise_multiplier": 1.0, "precision": "f32"}
     (stacked,) = train_batched(X, y, [np.arange(400)], seeds=[4], model=ONE_HIDDEN, train=TrainSpec(**recipe))
     with single_threaded_torch():
         loop = train_one(torch.from_numpy(X), torch.from_numpy(y), np.arange(400), seed=4, model=ONE_HIDDEN,
@@ -326,3 +326,12 @@ def test_workers_and_chunks_do_not_change_the_models(digits) -> None:
                    dp=(DPSchedule(n=4, sample_rate=1.0, steps=1, expected_batch_size=4, noise_multiplier=0.8,
                                   max_grad_norm=1.0, delta=0.25, accountant="rdp"),))  # fmt: skip
     assert pickle.loads(pickle.dumps(job)).dp == job.dp
+
+
+def test_bf16_is_refused_for_dp_recipes_the_fused_path_cannot_take(digits) -> None:
+    from miaudit.errors import ConfigError
+
+    X, y = digits
+    train = TrainSpec(epochs=1, batch_size=32, dp_noise_multiplier=1.0, precision="bf16")
+    with pytest.raises(ConfigError, match="precision 'bf16' with DP-SGD runs only on the fused"):
+        train_batched(X, y, [np.arange(100)], seeds=[0], model=THREE_HIDDEN, train=train)

@@ -20,12 +20,16 @@ from miaudit.training.engine import orchestration
 from miaudit.training.engine.orchestration import train_batched, train_many
 from miaudit.training.engine.planning import MAX_CHUNK
 from miaudit.training.executors import InProcessExecutor
-from miaudit.training.native import load_native
+from miaudit.training.native import load_mlp1, load_native
 from miaudit.training.specs import ModelSpec, TrainSpec
 from miaudit.training.tuning import Candidate, choose_path, pick_fastest, pinned, rule_choice
 
 SPEC = ModelSpec(n_features=64, n_classes=10, hidden=(16,), name="tiny")
 TRAIN = TrainSpec(epochs=2, batch_size=32, lr=3e-3, engine="batched")
+
+needs_fused_dp = pytest.mark.skipif(
+    load_mlp1() is None or not load_mlp1().dp, reason="no compiled DP-SGD steps here (they need AVX512-BF16)"
+)
 #: the Adam step the fake timers favour, where it builds
 COMPILED = "compiled" if load_native() is not None else "torch"
 
@@ -274,17 +278,39 @@ def test_without_native_bf16_auto_times_only_f32(monkeypatch) -> None:
     assert {c.precision for c in fake.calls} == {"f32"}
 
 
-def test_dp_recipes_are_not_tuned_and_train_in_float32(digits) -> None:
+def test_dp_recipes_are_not_tuned_and_train_in_float32_where_the_fused_path_does_not_apply(digits) -> None:
     fake = FakeTimer(precision={"bf16": 0.1})
-    dp = dataclasses.replace(TRAIN, dp_noise_multiplier=0.5, epochs=1)
+    dp = dataclasses.replace(TRAIN, dp_noise_multiplier=0.5, epochs=1)  # hidden width 16: no fused path
     choice = choose_path(model=SPEC, train=dp, measure=fake)
     assert choice.precision == "f32" and choice.path == "stacked" and choice.source == "rules"
-    assert choice.reason.startswith("DP-SGD trains in float32") and not fake.calls
+    assert choice.reason.startswith("DP-SGD (not tuned)") and not fake.calls
     assert hardware.resolve_precision("auto", model=SPEC, train=dp) == "f32"
     X, y = digits
     batch = train_many(X, y, [np.arange(200), np.arange(100, 300)], seeds=[0, 1], model=SPEC, train=dp)
     assert batch.precision == "f32" and batch.models[0].privacy is not None
     assert not tuning.tuning_file().exists()
+
+
+@needs_fused_dp
+def test_dp_recipes_take_the_fused_path_in_bf16_where_it_applies(digits, monkeypatch) -> None:
+    wide = dataclasses.replace(SPEC, hidden=(32,))
+    dp = dataclasses.replace(TRAIN, dp_noise_multiplier=0.5, epochs=1)
+    fake = FakeTimer(precision={"f32": 0.1})
+    choice = choose_path(model=wide, train=dp, measure=fake)
+    assert (choice.precision, choice.path, choice.max_chunk, choice.source) == ("bf16", "fused", 1, "rules")
+    assert not fake.calls
+    X, y = digits
+    batch = train_many(X, y, [np.arange(200)], seeds=[0], model=wide, train=dp)
+    assert batch.precision == "bf16" and batch.models[0].privacy is not None
+    # float32 asked for, or pinned to the stacked path: the stacked path, in float32 (its only precision)
+    f32 = choose_path(model=wide, train=dataclasses.replace(dp, precision="f32"))
+    assert (f32.precision, f32.path) == ("f32", "stacked")
+    with tuning.pinned(stacked=True):
+        pinned = choose_path(model=wide, train=dp)
+    assert (pinned.precision, pinned.path) == ("f32", "stacked")
+    # no bf16 units: float32, stacked
+    monkeypatch.setattr(hardware, "native_bf16", lambda: False)
+    assert (choose_path(model=wide, train=dp).precision, choose_path(model=wide, train=dp).path) == ("f32", "stacked")
 
 
 # ---------------------------------------------------------------- the engine follows the choice; weights

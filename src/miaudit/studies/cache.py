@@ -100,11 +100,16 @@ def train_key(train: TrainSpec, model: ModelSpec | None = None) -> dict[str, Any
     from miaudit.training.trainer import resolve_engine
 
     engine = resolve_engine(train)  # early stopping under "auto" runs in the loop
-    precision = (  # DP-SGD and the loop: f32
-        "f32" if engine == "loop" or train.dp else resolve_precision(train.precision, model=model, train=train)
-    )
+    if engine == "loop" or (train.dp and model is None):  # the loop, and DP-SGD where the path is unknown: f32
+        precision = "f32"
+    elif train.dp:  # DP-SGD: bf16 where the fused path takes it, else f32 (the rules, not the tuner)
+        from miaudit.training.tuning import choose_path
+
+        precision = choose_path(model=model, train=train).precision
+    else:
+        precision = resolve_precision(train.precision, model=model, train=train)
     key = {**train.to_dict(), "engine": engine, "precision": precision}
-    if engine == "batched" and not train.dp and model is not None and train.device == "cpu":
+    if engine == "batched" and model is not None and train.device == "cpu":
         # the fused one-hidden-layer path rounds differently from the stacked one (and its AMX build from
         # its AVX512-BF16 one): its models get keys of their own (stacked keys are as they were)
         from miaudit.training.native import load_mlp1

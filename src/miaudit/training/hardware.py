@@ -174,7 +174,7 @@ def resolve_precision(precision: str, *, model: ModelSpec | None = None, train: 
     precision : {"auto", "f32", "bf16"}
     model, train : ModelSpec, TrainSpec, optional
         The workload. Given both, ``auto`` is the precision the engine will train it with: the
-        measured choice of :func:`miaudit.training.tuning.choose_path` (float32 for DP-SGD; the rule
+        measured choice of :func:`miaudit.training.tuning.choose_path` (for DP-SGD its rules; the rule
         below with ``MIAUDIT_TUNING=off``). Without them, the fixed rule.
 
     Returns

@@ -15,7 +15,9 @@ Three libraries:
   one hidden layer in bf16, one model at a time, its weights and Adam state held in the core's cache
   (the file says why and how); its block products run on AMX tiles where the CPU has them, else on
   AVX512-BF16 dot products (AMD Zen 4 and later). The fixed rules use it on AMX; elsewhere the tuner
-  times it against the stacked PyTorch path and keeps the faster (:mod:`miaudit.training.tuning`).
+  times it against the stacked PyTorch path and keeps the faster (:mod:`miaudit.training.tuning`). Its
+  DP-SGD steps (AVX512-BF16, in both builds) are the rules' choice for DP recipes they apply to; they draw
+  the noise from ``_native/gauss_math.h``, the code ``gauss.c`` exports (so the same bits).
 
 Each C file's contract (every parameter's name, dtype and shape expression, the ABI number, the
 size rules, the Adam constants) is declared once beside it, in ``_native/adam.py`` and
@@ -217,11 +219,14 @@ class MLP1Kernels:
     ----------
     kind : {"AMX-BF16", "AVX512-BF16"}
         What the build's block products run on.
+    dp : bool
+        Whether the build has the DP-SGD steps (:meth:`bind_train_dp`; they need AVX512-BF16).
     """
 
     path: Path
     lib: ctypes.CDLL
     kind: str = "AMX-BF16"
+    dp: bool = False
 
     def copy_weights(self, P1: torch.Tensor, W1c: torch.Tensor) -> None:
         """The bf16 pair-layout copy ``W1c`` (D/2, H, 2) of the float32 first-layer weights ``P1`` (D, H)."""
@@ -269,6 +274,56 @@ class MLP1Kernels:
         values |= {"beta1": ADAM.beta1, "beta2": ADAM.beta2, "eps": ADAM.eps}
         values |= buffers
         return mlp1_contract.TRAIN.bind(self.lib.miaudit_mlp1_train, values)
+
+    def bind_train_dp(
+        self,
+        buffers: Mapping[str, torch.Tensor],
+        *,
+        D: int,
+        F: int,
+        H: int,
+        C: int,
+        B: int,
+        lr: float,
+        weight_decay: float,
+        max_grad_norm: float,
+        inv_batch: float,
+        noise_scale: float,
+        key: int,
+    ) -> BoundCall:
+        """As :meth:`bind_train`, for DP-SGD steps (``miaudit_mlp1_train_dp`` in ``_native/mlp1.c``).
+
+        Parameters
+        ----------
+        buffers : mapping of str to Tensor
+            ``pool``, ``pool_sq``, ``idx``, ``counts``, ``labels``, the state and the scratch
+            (:data:`~miaudit.training._native.mlp1.DP_SCRATCH`), shaped as ``_native/mlp1.py`` declares.
+        D, F, H, C, B : int
+            Padded input width, features, hidden width, classes, rows a step can hold.
+        lr, weight_decay : float
+        max_grad_norm, inv_batch, noise_scale : float
+            The clipping bound, 1 / the expected batch size, the noise's standard deviation over it.
+        key : int
+            The model's 64-bit noise key (:class:`~miaudit.training.noise.NoiseStream`).
+
+        Returns
+        -------
+        BoundCall
+            ``call(L=n_steps, t0=steps_before)``: 0, or -1 where the build has no DP-SGD steps.
+
+        Raises
+        ------
+        TrainingError
+            A buffer differs from the contract, or the build has no DP-SGD steps.
+        """
+        if not self.dp:
+            raise TrainingError(f"{self.path.name} has no DP-SGD steps (built without AVX512-BF16)")
+        values: dict[str, object] = {"D": D, "F": F, "H": H, "C": C, "B": B, "lr": lr, "weight_decay": weight_decay}
+        values |= {"beta1": ADAM.beta1, "beta2": ADAM.beta2, "eps": ADAM.eps}
+        values |= {"max_grad_norm": max_grad_norm, "inv_batch": inv_batch, "noise_scale": noise_scale}
+        values |= {"key0": key & 0xFFFFFFFF, "key1": key >> 32}
+        values |= buffers
+        return mlp1_contract.TRAIN_DP.bind(self.lib.miaudit_mlp1_train_dp, values)
 
 
 def native_status() -> str:
@@ -441,7 +496,7 @@ def _open_mlp1(path: Path) -> MLP1Kernels:
     kind = mlp1_contract.KINDS.get(lib.miaudit_mlp1_kind())
     if kind is None:
         raise OSError(f"{path} reports an unknown kind {lib.miaudit_mlp1_kind()}")
-    return MLP1Kernels(path=path, lib=lib, kind=kind)
+    return MLP1Kernels(path=path, lib=lib, kind=kind, dp=bool(lib.miaudit_mlp1_dp()))
 
 
 def _open_gauss(path: Path) -> GaussKernels:

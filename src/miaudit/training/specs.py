@@ -139,7 +139,9 @@ class TrainSpec:
         L2 penalty added to the loss gradient (Adam's ``weight_decay``), a defence.
     precision : {"auto", "f32", "bf16"}
         Arithmetic of the batched engine; ``auto`` uses bf16 only on CPUs with native bf16 units.
-        DP-SGD always computes in float32 (``auto`` means f32; ``bf16`` is an error).
+        DP-SGD: ``auto`` (and ``bf16``) trains one-hidden-layer networks on the fused path in bf16 where
+        the CPU has AVX512-BF16 (per-example clipping exact for the rounded gradients), everything else
+        in float32 on the stacked path (``bf16`` there is an error); ``f32`` always the stacked path.
     engine : {"auto", "batched", "loop"}
         ``batched`` trains many models at once, ``loop`` one at a time with a plain PyTorch loop;
         ``auto`` picks the batched engine whenever it supports the recipe.
@@ -242,11 +244,6 @@ class TrainSpec:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, float(value))  # 1 and 1.0 are one recipe (and one cache key)
-        if self.dp and self.precision == "bf16":
-            raise ConfigError(
-                "DP-SGD computes in float32: precision 'bf16' cannot be combined with dp_epsilon or "
-                "dp_noise_multiplier; use precision 'auto' or 'f32'"
-            )
         if self.early_stopping and self.dp:
             raise ConfigError(
                 "early_stopping_patience cannot be combined with DP-SGD (dp_epsilon or dp_noise_multiplier): the "

@@ -23,7 +23,8 @@ The algorithm is :mod:`miaudit.training.dp`'s (Opacus's DP-SGD); here is how K m
   Poisson samples, dropout masks and the noise are drawn on the CPU, as on the CPU path, and moved, so
   the same seed gives the same batches, masks and noise on every device.
 
-DP-SGD computes in float32.
+DP-SGD computes in float32 here (the arithmetic of Opacus); one-hidden-layer networks on CPUs with
+AVX512-BF16 take the fused path in bf16 instead (:mod:`.fused`, ``_native/mlp1.c``).
 """
 
 from __future__ import annotations

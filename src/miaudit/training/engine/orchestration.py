@@ -30,7 +30,7 @@ from miaudit.errors import ConfigError, DataError
 from miaudit.seeding import check_seed
 from miaudit.training.dp import dp_schedule, privacy_record
 from miaudit.training.engine.dp_stacked import train_stacked_dp
-from miaudit.training.engine.fused import padded_width, train_fused
+from miaudit.training.engine.fused import padded_width, train_fused, train_fused_dp
 from miaudit.training.engine.inference import predict_proba_stacked
 from miaudit.training.engine.planning import (
     ChunkJob,
@@ -44,7 +44,7 @@ from miaudit.training.executors import Executor, InProcessExecutor
 from miaudit.training.hardware import flush_denormals, resolve_device, resolve_precision
 from miaudit.training.networks import MLPParams, shared_tensor
 from miaudit.training.specs import ModelSpec, TrainSpec
-from miaudit.training.tuning import path_for
+from miaudit.training.tuning import choose_path, path_for
 
 __all__ = ["TrainedBatch", "train_batched", "train_chunk", "train_many"]
 
@@ -79,7 +79,8 @@ def train_batched(
     model, train : ModelSpec, TrainSpec
         Architecture and recipe (Adam with ``train.lr`` and ``train.weight_decay`` added to the
         gradient like ``torch.optim.Adam``; dropout ``model.dropout`` after every hidden ReLU; label
-        smoothing; DP-SGD, in float32, when ``train.dp``: see :mod:`.dp_stacked`).
+        smoothing; DP-SGD when ``train.dp``: in bf16 on the fused path where it applies and the CPU has
+        bf16 units, else in float32 on the stacked path; see :mod:`.fused` and :mod:`.dp_stacked`).
     progress : callable, optional
         ``progress(n_done, n_total)`` after each finished chunk of models.
     memory_budget_bytes : int, optional
@@ -202,8 +203,18 @@ def _run(
     if K == 0:
         return [], "f32" if train.dp else resolve_precision(train.precision)
     # the path, chosen once per workload and process (timed at first use on this machine, then cached)
-    precision = "f32" if train.dp else resolve_precision(train.precision, model=model, train=train)
-    choice = path_for(model=model, train=train, precision=precision)
+    if train.dp:  # the fixed rules: bf16 on the fused path where it applies, else float32 on the stacked one
+        choice = choose_path(model=model, train=train)
+        precision = choice.precision
+        if train.precision == "bf16" and precision != "bf16":
+            raise ConfigError(
+                "precision 'bf16' with DP-SGD runs only on the fused one-hidden-layer path (one hidden layer of a "
+                "width that is a multiple of 32, no dropout or label smoothing, a CPU with AVX512-BF16); this "
+                "recipe takes the stacked path here, which computes DP-SGD in float32: use precision 'auto' or 'f32'"
+            )
+    else:
+        precision = resolve_precision(train.precision, model=model, train=train)
+        choice = path_for(model=model, train=train, precision=precision)
     # DP-SGD: every model's schedule (noise calibrated) and the privacy it will spend, accounted before
     # training so that a missing accountant or an unreachable epsilon fails at once
     schedules = [dp_schedule(train, len(s)) for s in sets] if train.dp else None
@@ -331,5 +342,5 @@ def train_chunk(job: ChunkJob) -> list[MLPParams]:
     """
     with flush_denormals():
         if job.dp is not None:
-            return train_stacked_dp(job)
+            return train_fused_dp(job) if job.fused else train_stacked_dp(job)
         return train_fused(job) if job.fused else train_stacked(job)
