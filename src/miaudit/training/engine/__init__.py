@@ -19,7 +19,7 @@ One concern per module:
   layer's input and output gradient, each model's noise); the algorithm is :mod:`miaudit.training.dp`'s.
 * :mod:`.fused`: the fused path. One-hidden-layer networks in bf16 on a CPU with AMX-BF16 or
   AVX512-BF16 train one model at a time on compiled steps (``_native/mlp1.c``) with its state close
-  to the core.
+  to the core; with DP-SGD too (the default for DP recipes it applies to, on AVX512-BF16).
 * :mod:`.inference`: every model's probabilities on shared records (:func:`predict_proba_stacked`).
 
 The compiled kernels' contracts (every argument's dtype and shape, ABI numbers, Adam constants) are
