@@ -183,3 +183,47 @@ def test_models_of_the_fused_dp_path_have_cache_keys_of_their_own() -> None:
     assert (fused["precision"], fused["path"]) == ("bf16", f"fused {load_mlp1().kind}")
     assert f32["precision"] == "f32" and "path" not in f32 and pinned_key["precision"] == "f32"
     assert "path" not in train_key(dp, dataclasses.replace(SPEC, hidden=(24,)))  # no fused path for width 24
+
+
+def test_the_fused_path_draws_the_stacked_path_s_poisson_batches(digits) -> None:
+    from miaudit.training.dp import dp_schedule, sample_generator
+    from miaudit.training.engine.dp_stacked import PoissonStream, _block
+    from miaudit.training.engine.fused import FusedDPModel
+    from miaudit.training.engine.planning import BLOCK_STEPS, ChunkJob
+
+    X, y = digits
+    train = TrainSpec(epochs=2, batch_size=16, dp_noise_multiplier=1.0, engine="batched")
+    rows = np.arange(3, 403)
+    pool = torch.zeros(len(X), padded_width(SPEC.n_features), dtype=torch.bfloat16)
+    pool[:, : SPEC.n_features] = torch.from_numpy(X)
+    pool[:, SPEC.n_features] = 1.0
+    sch = dp_schedule(train, len(rows))
+    job = ChunkJob(pool=pool, labels=torch.from_numpy(y.astype(np.int64)), train_sets=(rows,), seeds=(7,),
+                   positions=(0,), model=SPEC, train=train, precision="bf16", fused=True, dp=(sch,))  # fmt: skip
+    fused = FusedDPModel(load_mlp1(), job, 0)
+    stacked = PoissonStream(rows, sample_generator(7), sch)
+    seen = 0
+    while fused.t < fused.stream.total:
+        L = min(BLOCK_STEPS, fused.stream.total - fused.t)
+        fused.run(L)
+        idx, _w, counts, _widths = _block([stacked], L)
+        assert torch.equal(fused.counts[:L], counts[0])
+        for step in range(L):
+            n = int(counts[0][step])
+            assert torch.equal(fused.idx[step, :n], idx[step, 0, :n])
+            seen += n
+    assert seen > 0.9 * train.epochs * len(rows)  # about every record once per epoch
+
+
+def test_a_short_fused_training_stays_within_rounding_of_the_float32_stacked_one(digits) -> None:
+    X, y = digits
+    recipe = TrainSpec(epochs=1, batch_size=32, lr=1e-3, dp_noise_multiplier=1.0, max_grad_norm=0.3)
+    (fused,) = train_batched(X, y, [np.arange(600)], seeds=[3], model=SPEC, train=recipe)
+    (f32,) = train_batched(
+        X, y, [np.arange(600)], seeds=[3], model=SPEC, train=dataclasses.replace(recipe, precision="f32")
+    )
+    # 19 Adam steps of at most about lr each: the same samples, clipping and noise leave rounding (measured:
+    # 3.8e-4 in W1, where Adam's normalised steps amplify it on the smallest gradients, 5e-5 elsewhere)
+    for name, a, b, tol in zip(("W1", "W2", "b1", "b2"), fused.weights + fused.biases, f32.weights + f32.biases,
+                               (1e-3, 2e-4, 2e-4, 2e-4), strict=True):  # fmt: skip
+        assert float(np.abs(a - b).max()) < tol, name
