@@ -285,8 +285,13 @@ def run_group(
     if returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
         print(f"[mutation] mutmut failed for group {group.name} (exit {returncode}); see {log}:\n{tail}")
-        return {"group": group.name, "error": f"mutmut exit {returncode}", "seconds": round(seconds, 1),
-                "tests": expand_tests(group.tests, work), "modules": {}}
+        return {
+            "group": group.name,
+            "error": f"mutmut exit {returncode}",
+            "seconds": round(seconds, 1),
+            "tests": expand_tests(group.tests, work),
+            "modules": {},
+        }
     from mutmut.stats import status_by_exit_code
 
     survivors_to_diff = []
@@ -469,9 +474,7 @@ def write_report(path: Path = REPORT) -> None:
             if "error" in group:
                 out.append(f"group {group['group']} did not finish: {group['error']} (its modules are missing above)")
         unjudged = [m for r in rows.values() for m in r["unjudged"]]
-        later = {
-            m: o for g in runs[-1][1]["groups"] for i in g["modules"].values() for m, o in i["outcome"].items()
-        }
+        later = {m: o for g in runs[-1][1]["groups"] for i in g["modules"].values() for m, o in i["outcome"].items()}
         n_survivors = sum(len(i["diffs"]) for g in result["groups"] for i in g["modules"].values())
         out += ["", f"survivors of the {label} run: {n_survivors} ({len(unjudged)} not judged equivalent or accepted)"]
         for group in result["groups"]:
@@ -558,7 +561,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.rerun_survivors and group.name not in earlier:
             raise SystemExit(f"group {group.name} is not in results/{args.rerun_survivors}.json; run it first")
         previous[group.name] = run_group(
-            group, run, quick=args.quick, jobs=jobs, log=log, earlier=earlier.get(group.name), collect=args.collect,
+            group,
+            run,
+            quick=args.quick,
+            jobs=jobs,
+            log=log,
+            earlier=earlier.get(group.name),
+            collect=args.collect,
             own_tests=not args.without_mutant_tests,
         )
         r = previous[group.name]

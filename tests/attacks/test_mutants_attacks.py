@@ -128,3 +128,21 @@ def test_offline_a_accepts_both_ends_of_its_range() -> None:
     RMIAAttack(offline_a=1).check_params()
     with pytest.raises(ConfigError, match=r"offline_a must be a number in \[0, 1\] or None \(tuned\); got -0.1"):
         RMIAAttack(offline_a=-0.1).check_params()
+
+
+def test_the_rbf_error_scale_is_the_documented_sum() -> None:
+    from miaudit.attacks.rbf_svm import rbf_decision_values
+
+    rng = np.random.default_rng(3)
+    S, coef, Z = rng.normal(size=(50, 7)), rng.normal(size=50), rng.normal(size=(30, 7)) * 2
+    gamma, b = 0.1, -0.3
+    _, scale = rbf_decision_values(Z, S, coef, b, gamma=gamma)
+    K = np.exp(-gamma * ((Z[:, None, :] - S[None, :, :]) ** 2).sum(-1))
+    want = (np.abs(coef) * K * (1 + gamma * ((Z**2).sum(1)[:, None] + (S**2).sum(1)[None, :]))).sum(1) + abs(b)
+    np.testing.assert_allclose(scale, want, rtol=1e-10)
+
+
+def test_the_feature_scale_of_a_single_record_is_zero() -> None:
+    from miaudit.attacks.label_only import feature_scale
+
+    assert feature_scale(np.array([[3.0, -1.0, 7.0]], dtype=np.float32)) == 0.0

@@ -95,3 +95,51 @@ def test_on_train_is_told_the_models_and_seconds_of_each_training_call(tmp_path,
     assert all(0.0 < s < 60.0 for _, s in told)
     trainer(X, Y, sets, seeds=[1, 2, 3], model=SPEC, train=TRAIN)  # all cached: no training call to report
     assert len(told) == 2
+
+
+def test_a_dp_recipe_s_key_names_the_precision_it_trains_with(digits) -> None:
+    from miaudit.training.engine.orchestration import train_many
+
+    X, y = digits
+    spec = ModelSpec(n_features=64, n_classes=10, hidden=(32,), name="dp")
+    dp = TrainSpec(epochs=1, batch_size=32, dp_noise_multiplier=1.0, engine="batched")
+    ran = train_many(X, y, [np.arange(200)], seeds=[0], model=spec, train=dp).precision
+    key = train_key(dp, spec)
+    assert key["precision"] == ran
+    assert ("path" in key) is (ran == "bf16")  # DP-SGD's only bf16 path is the fused one
+    f32 = train_key(
+        TrainSpec(epochs=1, batch_size=32, dp_noise_multiplier=1.0, engine="batched", precision="f32"), spec
+    )
+    assert f32["precision"] == "f32" and "path" not in f32
+
+
+def test_a_model_read_back_from_disk_keeps_its_privacy_record_and_its_stored_spec(tmp_path) -> None:
+    dp = TrainSpec(epochs=1, batch_size=16, engine="loop", dp_noise_multiplier=1.0)
+    cache = Cache(tmp_path)
+    (first,) = CachingTrainer(cache)(X, Y, [np.arange(40)], seeds=[2], model=SPEC, train=dp)
+    assert first.privacy is not None
+    (key,) = CachingTrainer(cache).keys(X, Y, [np.arange(40)], seeds=[2], model=SPEC, train=dp)
+    stored = cache.get("models", key)
+    assert stored is not None and stored[1]["spec"] == SPEC.to_dict()
+    fresh = CachingTrainer(cache, base=_refuse)  # a new trainer: no memo, the disk only
+    (again,) = fresh(X, Y, [np.arange(40)], seeds=[2], model=SPEC, train=dp)
+    assert again.privacy == first.privacy
+    for u, v in zip(first.weights + first.biases, again.weights + again.biases, strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_the_chunk_size_is_not_asked_when_everything_is_cached(tmp_path) -> None:
+    cache = Cache(tmp_path)
+    CachingTrainer(cache)(X, Y, [np.arange(30)], seeds=[1], model=SPEC, train=TRAIN)
+
+    def no_cluster() -> int:
+        raise AssertionError("the chunk size (a cluster's size) was asked although nothing is trained")
+
+    (m,) = CachingTrainer(cache, base=_refuse, chunk_size=no_cluster)(
+        X, Y, [np.arange(30)], seeds=[1], model=SPEC, train=TRAIN
+    )
+    assert m.weights[0].shape == (5, 8)
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("a cached model was trained again")

@@ -227,3 +227,14 @@ def test_a_short_fused_training_stays_within_rounding_of_the_float32_stacked_one
     for name, a, b, tol in zip(("W1", "W2", "b1", "b2"), fused.weights + fused.biases, f32.weights + f32.biases,
                                (1e-3, 2e-4, 2e-4, 2e-4), strict=True):  # fmt: skip
         assert float(np.abs(a - b).max()) < tol, name
+
+
+def test_a_diverging_fused_dp_model_is_named_with_its_dp_steps() -> None:
+    from miaudit.errors import TrainingError
+
+    X = np.full((64, 64), 3e38, dtype=np.float32)  # finite, but products overflow
+    y = np.arange(64) % 10
+    train = TrainSpec(epochs=1, batch_size=8, dp_noise_multiplier=1.0)
+    assert fused_applies(SPEC, train, "bf16")
+    with pytest.raises(TrainingError, match=r"non-finite weights\) for model 0 after \d+ DP-SGD steps"):
+        train_batched(X, y, [np.arange(64)], seeds=[0], model=SPEC, train=train)

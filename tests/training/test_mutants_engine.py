@@ -53,3 +53,22 @@ def test_a_single_step_block_never_runs_past_a_models_last_step() -> None:
     for u, v in zip(a.weights + a.biases, b.weights + b.biases, strict=True):
         assert np.isfinite(u).all()
         np.testing.assert_array_equal(u, v)
+
+
+def test_the_dropout_masks_drawn_are_the_ones_applied(monkeypatch) -> None:
+    # another dropout stream (the same initialisation and batches) must give another model: the masks drawn
+    # from torch_generator(seed, "dropout", layer) are applied, not only drawn
+    rng = np.random.default_rng(2)
+    X = rng.random((64, 6), dtype=np.float32)
+    y = np.arange(64) % 3
+    spec = ModelSpec(n_features=6, n_classes=3, hidden=(16,), dropout=0.5)
+    train = TrainSpec(epochs=2, batch_size=16, precision="f32", engine="batched")
+    (a,) = train_batched(X, y, [np.arange(64)], seeds=[4], model=spec, train=train)
+    real = stacked.torch_generator
+
+    def other_dropout_stream(seed, *keys):
+        return real(seed + 1, *keys) if keys and keys[0] == "dropout" else real(seed, *keys)
+
+    monkeypatch.setattr(stacked, "torch_generator", other_dropout_stream)
+    (b,) = train_batched(X, y, [np.arange(64)], seeds=[4], model=spec, train=train)
+    assert max(float(np.abs(u - v).max()) for u, v in zip(a.weights, b.weights, strict=True)) > 1e-3

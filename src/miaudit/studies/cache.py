@@ -335,7 +335,7 @@ class CachingTrainer:
             )
             for (name, i), m in zip(chunk, models, strict=True):
                 if self.cache is not None:
-                    self.cache.put("models", keys[i], _to_arrays(m), {**_meta(m), "spec": model.to_dict()})
+                    self.cache.put("models", keys[i], _to_arrays(m), _meta(m))
                 self._remember(name, m)
                 out[name] = m
             self.n_trained += len(chunk)
