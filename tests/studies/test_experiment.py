@@ -11,6 +11,7 @@ from miaudit.studies.cache import Cache
 from miaudit.studies.experiment import Experiment, target_pool_size
 from miaudit.studies.run import attack_study, compare_study, run_studies
 from miaudit.studies.schema import RunSpec, StudyConfig, parse_config
+from miaudit.training.trainer import train_models
 
 
 def test_target_pool_size() -> None:
@@ -127,3 +128,23 @@ def test_the_attackers_recipe_is_part_of_its_knowledge() -> None:
     assert kn.model.hidden == (512, 256, 128) and kn.train.epochs == 7 and kn.train.lr == 0.01
     assert kn.train.engine == "loop"
     assert len(kn.y) == len(ex.split("digits", None, 0).population)
+
+
+def test_a_run_trains_every_seed_s_models_of_one_architecture_and_recipe_in_one_request(tmp_path) -> None:
+    calls: list[tuple[int, int]] = []  # (models asked for, records in the array they index)
+
+    def recording(X, y, sets, *, seeds, model, train, progress=None):
+        calls.append((len(sets), len(X)))
+        return train_models(X, y, sets, seeds=seeds, model=model, train=train, progress=progress)
+
+    st = tiny()  # a target and three shadows per seed
+    ex = Experiment(LOOP, cache=Cache(tmp_path))
+    ex.trainer.base = recording
+    evaluations = ex.run([st], [0, 1, 2])
+    # the three targets and nine shadows in one request (the seeds' attacker populations taken as rows of the
+    # view, which the targets are trained on too); nothing left to train when the attacks run
+    assert calls == [(12, len(ex.view(st.dataset, st.classes).X))]
+    # the same models as training each seed on its own: the same scores
+    alone = Experiment(LOOP, cache=None).evaluate(st, 1)
+    np.testing.assert_array_equal(evaluations[1].member_scores, alone.member_scores)
+    np.testing.assert_array_equal(evaluations[1].nonmember_scores, alone.nonmember_scores)

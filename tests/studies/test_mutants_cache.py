@@ -143,3 +143,11 @@ def test_the_chunk_size_is_not_asked_when_everything_is_cached(tmp_path) -> None
 
 def _refuse(*args, **kwargs):
     raise AssertionError("a cached model was trained again")
+
+
+def test_array_digest_refuses_object_arrays_whose_bytes_are_pointers() -> None:
+    from miaudit.studies.cache import array_digest
+
+    assert array_digest(np.array(["ab", "c"])) == array_digest(np.array(["ab", "c"]))  # fixed-width strings: fine
+    with pytest.raises(TypeError, match="got dtype object"):
+        array_digest(np.array(["ab", "c"], dtype=object))

@@ -263,6 +263,8 @@ class Experiment:
         self._views: dict[tuple[str, int | None], Dataset] = {}
         self._splits: dict[tuple[str, int | None, int], Split] = {}
         self._populations: OrderedDict[tuple[str, int | None, int], tuple[np.ndarray, np.ndarray, str]] = OrderedDict()
+        # each live population array's records as rows of its view: id -> (the array, view X, view y, rows)
+        self._population_rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._targets: OrderedDict[str, TrainedTarget] = OrderedDict()
 
     # ------------------------------------------------------------------ data
@@ -310,8 +312,10 @@ class Experiment:
             X.setflags(write=False)
             y.setflags(write=False)
             self._populations[key] = (X, y, array_digest(X, y))
+            self._population_rows[id(X)] = (X, ds.X, ds.y, np.asarray(sp.population))
             while len(self._populations) > 4:
-                self._populations.popitem(last=False)
+                _, (old_X, *_) = self._populations.popitem(last=False)
+                self._population_rows.pop(id(old_X), None)
         return self._populations[key]
 
     # ------------------------------------------------------------------ models
@@ -534,6 +538,13 @@ class Experiment:
 
         def add(X: np.ndarray, y: np.ndarray, sets: list[np.ndarray], seeds: list[int], m: ModelSpec,
                 t: TrainSpec) -> None:  # fmt: skip
+            rows = self._population_rows.get(id(X))
+            if rows is not None and rows[0] is X:
+                # a seed's attacker population: the same records as rows of the view, so that every seed's
+                # shadows of one architecture and recipe are one request (the models' keys are the same:
+                # they hash the training records, not the array they are taken from)
+                _, X, y, population = rows
+                sets = [population[s] for s in sets]
             g = (id(X), key_hash(m), key_hash(t))
             if g not in groups:
                 groups[g] = (_Request(X, y), m, t)
@@ -591,20 +602,26 @@ class Experiment:
         self._report("train models", total, total)
 
     def run(self, settings: Sequence[Setting], seeds: Sequence[int]) -> list[Evaluation]:
-        """Evaluate every setting for every seed, seed by seed (plan, then evaluate), reusing the cache."""
+        """Evaluate every setting for every seed, reusing the cache.
+
+        The models every evaluation asks for first are trained before any evaluation, for all seeds at once
+        (:meth:`plan`): the engine then gets one large request per architecture and recipe instead of one per
+        seed, whose few models (a lone target, an odd number of shadows) would leave workers idle. Each
+        chunk of trained models is cached as it finishes, so an interrupted run keeps them. The
+        evaluations follow seed by seed.
+        """
         out: list[Evaluation] = []
         n_total = len(settings) * len(seeds)
         self._report("attacks", 0, n_total)
         try:
-            for seed in seeds:
-                pairs = [(st, seed) for st in settings]
-                self.plan(pairs)
-                for st, s in pairs:
-                    ev = self.evaluate(st, s)
-                    out.append(ev)
-                    self._report("attacks", len(out), n_total)
-                    cached = " (cached)" if ev.from_cache else ""
-                    logger.info("%s seed %d: AUC %.4f%s", st.setting_id, s, ev.metrics["auc"], cached)
+            pairs = [(st, seed) for seed in seeds for st in settings]
+            self.plan(pairs)
+            for st, s in pairs:
+                ev = self.evaluate(st, s)
+                out.append(ev)
+                self._report("attacks", len(out), n_total)
+                cached = " (cached)" if ev.from_cache else ""
+                logger.info("%s seed %d: AUC %.4f%s", st.setting_id, s, ev.metrics["auc"], cached)
         finally:
             self.close()
         return out
