@@ -107,6 +107,10 @@ def test_a_dp_recipe_s_key_names_the_precision_it_trains_with(digits) -> None:
     key = train_key(dp, spec)
     assert key["precision"] == ran
     assert ("path" in key) is (ran == "bf16")  # DP-SGD's only bf16 path is the fused one
+    if "path" in key:  # and the key names the build the models came from
+        from miaudit.training.native import load_mlp1
+
+        assert key["path"] == f"fused {load_mlp1().kind}"
     f32 = train_key(
         TrainSpec(epochs=1, batch_size=32, dp_noise_multiplier=1.0, engine="batched", precision="f32"), spec
     )
