@@ -151,3 +151,37 @@ def test_per_class_attack_models_are_chosen_by_the_true_label() -> None:
     s = attack.score_outputs(P, y)
     np.testing.assert_allclose(s, routed(y), rtol=1e-10)
     assert not np.allclose(s, routed(predicted), rtol=1e-3)  # so routing by the prediction would be seen
+
+
+class _CountingModel:
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, 0
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return self.model.predict_proba(X)
+
+
+def test_knowledge_outputs_are_computed_once_per_model_and_rows_of_a_frozen_population(digits) -> None:
+    X, y = (a.copy() for a in digits)
+    spec = ModelSpec(n_features=64, n_classes=10, hidden=(8,))
+    m1, m2 = train_models(X, y, [np.arange(100), np.arange(100, 200)], seeds=[0, 1], model=spec,
+                          train=TrainSpec(epochs=1, engine="loop"))  # fmt: skip
+    rows = np.arange(300, 400)
+    writeable = AttackerKnowledge(X=X, y=y, n_classes=10, model=spec, train=TrainSpec())
+    c = _CountingModel(m1)
+    np.testing.assert_array_equal(writeable.outputs(c, rows), m1.predict_proba(X[rows]))
+    writeable.outputs(c, rows)
+    assert c.calls == 2  # a population that may change is asked every time
+    X.flags.writeable = y.flags.writeable = False
+    kn = AttackerKnowledge(X=X, y=y, n_classes=10, model=spec, train=TrainSpec())
+    c1, c2 = _CountingModel(m1), _CountingModel(m2)
+    P = kn.outputs(c1, rows)
+    np.testing.assert_array_equal(P, m1.predict_proba(X[rows]))
+    P[:] = 0.0  # the caller's own copy
+    np.testing.assert_array_equal(kn.outputs(c1, rows), m1.predict_proba(X[rows]))
+    assert c1.calls == 1
+    np.testing.assert_array_equal(kn.outputs(c2, rows), m2.predict_proba(X[rows]))  # another model: its own
+    assert not np.array_equal(kn.outputs(c2, rows), kn.outputs(c1, rows))
+    np.testing.assert_array_equal(kn.outputs(c1, rows[::-1]), m1.predict_proba(X[rows[::-1]]))  # other rows
+    assert (c1.calls, c2.calls) == (2, 1)

@@ -19,6 +19,8 @@ Y = np.arange(60) % 3
 IDX = np.arange(0, 40)
 SPEC = ModelSpec(n_features=5, n_classes=3, hidden=(8,), name="a")
 TRAIN = TrainSpec(epochs=2, batch_size=16, engine="loop")
+X_FROZEN, Y_FROZEN = X.copy(), Y.copy()
+X_FROZEN.flags.writeable = Y_FROZEN.flags.writeable = False
 
 
 def _key(X=X, y=Y, idx=IDX, seed=1, model=SPEC, train=TRAIN) -> str:
@@ -169,3 +171,39 @@ def test_array_digest_sees_content_dtype_and_shape() -> None:
     assert array_digest(a) != array_digest(a.reshape(2, 3))
     assert array_digest(a) != array_digest(_changed(a, 5, 6.5))
     assert array_digest(a, a) != array_digest(a)
+
+
+def test_rows_digest_is_the_digest_of_the_rows_and_follows_writes() -> None:
+    from miaudit.studies.cache import rows_digest
+
+    rng = np.random.default_rng(0)
+    X = rng.random((50, 4), dtype=np.float32)
+    y = rng.integers(0, 3, 50)
+    rows = np.array([3, 1, 4, 1, 5])
+    assert rows_digest(X, y, rows) == array_digest(X[rows], y[rows])
+    assert rows_digest(X, y, rows, dtypes=("float64", "int32")) == array_digest(
+        X[rows].astype(np.float64), y[rows].astype(np.int32)
+    )
+    before = rows_digest(X, y, rows)
+    X[4, 0] += 1.0  # a writeable array: never answered from memory
+    assert rows_digest(X, y, rows) != before
+    X.flags.writeable = False
+    y.flags.writeable = False
+    frozen = rows_digest(X, y, rows)
+    assert rows_digest(X, y, rows) == frozen == array_digest(X[rows], y[rows])
+    assert rows_digest(X, y, rows[::-1]) != frozen  # the order of the rows counts
+    assert rows_digest(X, y, rows[:4]) == array_digest(X[rows[:4]], y[rows[:4]])
+
+
+def test_a_model_key_of_frozen_records_is_hashed_once(monkeypatch) -> None:
+    import miaudit.studies.cache as cache_mod
+
+    X, y = X_FROZEN, Y_FROZEN
+    first = model_key(X, y, IDX, seed=1, model=SPEC, train=TRAIN)
+    calls = []
+    real = cache_mod.array_digest
+    monkeypatch.setattr(cache_mod, "array_digest", lambda *a: calls.append(1) or real(*a))
+    again = model_key(X, y, IDX, seed=2, model=SPEC, train=TRAIN)
+    assert calls == [] and again["data"] == first["data"]
+    assert first == model_key(X.copy(), y.copy(), IDX, seed=1, model=SPEC, train=TRAIN)  # the same content
+    assert len(calls) == 1

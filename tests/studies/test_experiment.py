@@ -148,3 +148,24 @@ def test_a_run_trains_every_seed_s_models_of_one_architecture_and_recipe_in_one_
     alone = Experiment(LOOP, cache=None).evaluate(st, 1)
     np.testing.assert_array_equal(evaluations[1].member_scores, alone.member_scores)
     np.testing.assert_array_equal(evaluations[1].nonmember_scores, alone.nonmember_scores)
+
+
+def test_settings_that_share_models_compute_each_model_s_outputs_once(tmp_path, monkeypatch) -> None:
+    from miaudit.training.networks import MLPParams
+
+    asked: list[int] = []  # records each model was asked about
+    real = MLPParams._logits
+    monkeypatch.setattr(MLPParams, "_logits", lambda self, X: asked.append(len(X)) or real(self, X))
+    settings = [tiny(n_shadows=n) for n in (2, 3, 4)]
+    ex = Experiment(LOOP, cache=Cache(tmp_path))
+    evaluations = ex.run(settings, [0])
+    shadow_rows = TINY["shadow_train_size"] + TINY["shadow_test_size"]
+    # four shadows' outputs on their records, and the target's on its evaluated records, once each (the
+    # target's train and test accuracies are two more questions): not 2 + 3 + 4 shadows and three targets
+    assert sorted(asked) == sorted([shadow_rows] * 4 + [2 * TINY["target_size"]] + [TINY["target_size"]] * 2)
+    # the same scores as evaluating each setting on its own, without any model's outputs kept
+    for st, ev in zip(settings, evaluations, strict=True):
+        alone = Experiment(LOOP, cache=None).evaluate(st, 0)
+        np.testing.assert_array_equal(ev.member_scores, alone.member_scores)
+        np.testing.assert_array_equal(ev.nonmember_scores, alone.nonmember_scores)
+        assert ev.queries == alone.queries == 2 * TINY["target_size"]

@@ -89,3 +89,29 @@ def test_spec_validation() -> None:
         TrainSpec(precision="f16")
     assert spec_hash(TrainSpec()) == spec_hash(TrainSpec())
     assert spec_hash(TrainSpec()) != spec_hash(TrainSpec(epochs=29))
+
+
+def test_a_model_is_read_only_and_its_outputs_on_frozen_records_are_computed_once(digits, spec, monkeypatch) -> None:
+    X, y = digits
+    m1, m2 = train_models(X, y, [np.arange(300), np.arange(300, 600)], seeds=[0, 1], model=spec,
+                          train=TrainSpec(epochs=1, engine="loop"))  # fmt: skip
+    with pytest.raises(ValueError, match="read-only"):
+        m1.weights[0][0, 0] = 1.0
+    calls = []
+    real = MLPParams._logits
+    monkeypatch.setattr(MLPParams, "_logits", lambda self, X: calls.append(1) or real(self, X))
+    frozen = X[600:900].copy()
+    frozen.flags.writeable = False
+    P = m1.predict_proba(frozen)
+    np.testing.assert_array_equal(m1.predict_proba(frozen), P)
+    assert m1.accuracy(frozen, y[600:900]) == float(np.mean(P.argmax(axis=1) == y[600:900]))
+    assert len(calls) == 1
+    out = m1.logits(frozen)
+    out[:] = 0.0  # the caller's own copy
+    assert np.abs(m1.logits(frozen)).max() > 0
+    writeable = X[600:900].copy()
+    np.testing.assert_array_equal(m1.predict_proba(writeable), P)
+    m1.predict_proba(writeable)
+    assert len(calls) == 3  # records that may change are computed every time
+    assert not np.allclose(m2.predict_proba(frozen), P)  # another model, its own outputs
+    assert len(calls) == 4

@@ -143,7 +143,7 @@ def train_shadows(
     probs, labels, member, sid = [], [], [], []
     for k, (model, (tr, te)) in enumerate(zip(models, sets, strict=True)):
         idx = np.concatenate([tr, te])
-        probs.append(model.predict_proba(knowledge.X[idx]))
+        probs.append(knowledge.outputs(model, idx))
         labels.append(knowledge.y[idx])
         member.append(np.r_[np.ones(len(tr), bool), np.zeros(len(te), bool)])
         sid.append(np.full(len(idx), k))

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from miaudit._frozen import FrozenMemo
 from miaudit._io import atomic_path
 from miaudit.errors import DataError
 from miaudit.training.dp import PrivacyRecord
@@ -38,7 +39,16 @@ from miaudit.training.networks import MLPParams
 from miaudit.training.specs import ModelSpec, TrainSpec
 from miaudit.training.trainer import ProgressCallback, train_models
 
-__all__ = ["MODEL_KEY_VERSION", "Cache", "CachingTrainer", "array_digest", "key_hash", "model_key", "train_key"]
+__all__ = [
+    "MODEL_KEY_VERSION",
+    "Cache",
+    "CachingTrainer",
+    "array_digest",
+    "key_hash",
+    "model_key",
+    "rows_digest",
+    "train_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +97,27 @@ def array_digest(*arrays: np.ndarray) -> str:
         h.update(f"{a.dtype.str}{a.shape};".encode())
         h.update(memoryview(a).cast("B"))  # type: ignore[arg-type]
     return h.hexdigest()
+
+
+#: digests of rows of frozen arrays, asked for again by every key of a model or an evaluation on them
+_ROW_DIGESTS = FrozenMemo(max_bytes=1 << 20, max_entries=16384)
+
+
+def rows_digest(X: np.ndarray, y: np.ndarray, rows: np.ndarray, *, dtypes: tuple[str, str] | None = None) -> str:
+    """``array_digest(X[rows], y[rows])``, each cast to ``dtypes`` first when given.
+
+    Computed once per selection of rows of read-only arrays (:class:`~miaudit._frozen.FrozenMemo`): the
+    same records are keyed by the plan, the target and every attack that asks for the same models.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+
+    def digest() -> str:
+        Xr, yr = X[rows], y[rows]
+        if dtypes is not None:
+            Xr, yr = np.ascontiguousarray(Xr, dtype=dtypes[0]), np.asarray(yr, dtype=dtypes[1])
+        return array_digest(Xr, yr)
+
+    return _ROW_DIGESTS.get((X, y), ("rows", dtypes, rows.tobytes()), digest)
 
 
 def train_key(train: TrainSpec, model: ModelSpec | None = None) -> dict[str, Any]:
@@ -140,7 +171,7 @@ def model_key(
     spec.pop("name", None)
     return {
         "v": MODEL_KEY_VERSION,
-        "data": array_digest(np.ascontiguousarray(X[idx], dtype=np.float32), np.asarray(y[idx], dtype=np.int64)),
+        "data": rows_digest(X, y, idx, dtypes=("float32", "int64")),
         "n": len(idx),
         "seed": int(seed),
         "model": spec,
@@ -203,10 +234,10 @@ def _to_arrays(m: MLPParams) -> dict[str, np.ndarray]:
 def _from_arrays(arrays: dict[str, np.ndarray], spec: ModelSpec, meta: dict[str, Any] | None = None) -> MLPParams:
     n = len(spec.layer_sizes) - 1
     privacy = (meta or {}).get("privacy")
-    return MLPParams(
+    return MLPParams(  # own copies, not views of the file's buffer: read-only all the way down
         spec=spec,
-        weights=tuple(arrays[f"w{i}"] for i in range(n)),
-        biases=tuple(arrays[f"b{i}"] for i in range(n)),
+        weights=tuple(np.array(arrays[f"w{i}"]) for i in range(n)),
+        biases=tuple(np.array(arrays[f"b{i}"]) for i in range(n)),
         privacy=PrivacyRecord.from_dict(privacy) if privacy is not None else None,
     )
 

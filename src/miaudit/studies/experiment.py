@@ -47,7 +47,16 @@ from miaudit.data import Dataset, load_dataset, make_split
 from miaudit.errors import DataError
 from miaudit.metrics import FPR_LEVELS, membership_metrics
 from miaudit.seeding import derive_seed, make_rng
-from miaudit.studies.cache import TRAIN_CHUNK, Cache, CachingTrainer, array_digest, key_hash, model_key, train_key
+from miaudit.studies.cache import (
+    TRAIN_CHUNK,
+    Cache,
+    CachingTrainer,
+    array_digest,
+    key_hash,
+    model_key,
+    rows_digest,
+    train_key,
+)
 from miaudit.studies.schema import RunSpec, Setting
 from miaudit.targets.base import BlackBox
 from miaudit.targets.local import LocalTarget
@@ -123,13 +132,20 @@ class TargetInfo:
 
 @dataclass(frozen=True, eq=False)
 class TrainedTarget:
-    """A trained target and the records it is evaluated on (members first, then as many non-members)."""
+    """A trained target and the records it is evaluated on (members first, then as many non-members).
+
+    ``X`` and ``y`` are those records (rows ``eval_idx`` of the view), gathered once and read-only, so that
+    the target's answers on them are computed once for all the attacks that query it
+    (:meth:`~miaudit.training.networks.MLPParams.logits` remembers them).
+    """
 
     model: MLPParams
     key: dict[str, Any]
     eval_idx: np.ndarray
     is_member: np.ndarray
     info: TargetInfo
+    X: np.ndarray
+    y: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -265,6 +281,7 @@ class Experiment:
         self._populations: OrderedDict[tuple[str, int | None, int], tuple[np.ndarray, np.ndarray, str]] = OrderedDict()
         # each live population array's records as rows of its view: id -> (the array, view X, view y, rows)
         self._population_rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._population_digests: dict[tuple[str, int | None, int], str] = {}
         self._targets: OrderedDict[str, TrainedTarget] = OrderedDict()
 
     # ------------------------------------------------------------------ data
@@ -311,7 +328,9 @@ class Experiment:
             X, y = ds.X[sp.population], ds.y[sp.population]
             X.setflags(write=False)
             y.setflags(write=False)
-            self._populations[key] = (X, y, array_digest(X, y))
+            if key not in self._population_digests:  # kept after the arrays are dropped: they are hashed once
+                self._population_digests[key] = array_digest(X, y)
+            self._populations[key] = (X, y, self._population_digests[key])
             self._population_rows[id(X)] = (X, ds.X, ds.y, np.asarray(sp.population))
             while len(self._populations) > 4:
                 _, (old_X, *_) = self._populations.popitem(last=False)
@@ -375,9 +394,13 @@ class Experiment:
             epsilon_spent=model.privacy.epsilon if model.privacy is not None else None,
         )
         is_member = np.r_[np.ones(len(idx), bool), np.zeros(len(out), bool)]
-        trained = TrainedTarget(model, key, np.concatenate([idx, out]), is_member, info)
+        eval_idx = np.concatenate([idx, out])
+        X, y = ds.X[eval_idx], ds.y[eval_idx]
+        X.setflags(write=False)
+        y.setflags(write=False)
+        trained = TrainedTarget(model, key, eval_idx, is_member, info, X, y)
         self._targets[name] = trained
-        while len(self._targets) > 16:
+        while len(self._targets) > 8:  # evaluations go seed by seed: a seed's targets stay
             self._targets.popitem(last=False)
         return trained
 
@@ -414,7 +437,7 @@ class Experiment:
                 "model": attacker,
                 "train": train_key(self.train_spec(st), attacker_spec),
             },
-            "records": array_digest(ds.X[evaluated], ds.y[evaluated]),
+            "records": rows_digest(ds.X, ds.y, evaluated),
         }
         if st.output_policy != "full":  # absent at the defaults: earlier evaluations keep their keys
             key["policy"] = st.output_policy
@@ -456,9 +479,8 @@ class Experiment:
         attack.fit(kn, progress=lambda d, t: self._report(label, d, t))
         t1 = time.perf_counter()
         fit_train = self.stats.training_s - train_before
-        ds = self.view(st.dataset, st.classes)
         with self._black_box(st, target) as black_box:
-            scores = attack.score(black_box, ds.X[target.eval_idx], ds.y[target.eval_idx])
+            scores = attack.score(black_box, target.X, target.y)
         t2 = time.perf_counter()
         score_train = self.stats.training_s - train_before - fit_train
         fit_s, score_s = max(0.0, t1 - t0 - fit_train), max(0.0, t2 - t1 - score_train)

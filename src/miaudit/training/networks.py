@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from miaudit._frozen import FrozenMemo
 from miaudit._io import atomic_path
 from miaudit.errors import DataError
 from miaudit.training.dp import PrivacyRecord
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 _PREDICT_CHUNK = 8192
+#: models' logits on read-only records (a target's evaluated records, asked again by every attack on it)
+_LOGITS = FrozenMemo(max_bytes=64 << 20)
 
 
 def mlp_logits(X: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -73,6 +76,9 @@ class MLPParams:
     privacy : PrivacyRecord, optional
         For a model trained with DP-SGD, the privacy its training spent (epsilon, delta, noise,
         sampling rate, steps, accountant); None without DP-SGD.
+
+    The weight and bias arrays are made read-only: a model does not change once trained, and its outputs
+    on read-only records are remembered (:meth:`logits`).
     """
 
     spec: ModelSpec
@@ -90,9 +96,20 @@ class MLPParams:
                     f"layer {i}: expected weight {(sizes[i], sizes[i + 1])} and bias {(sizes[i + 1],)}, "
                     f"got {w.shape} and {b.shape}"
                 )
+        for a in (*self.weights, *self.biases):
+            a.flags.writeable = False
 
     def logits(self, X: np.ndarray) -> np.ndarray:
-        """ndarray of shape (n_samples, n_classes): pre-softmax outputs."""
+        """ndarray of shape (n_samples, n_classes): pre-softmax outputs.
+
+        Computed once per read-only ``X`` (:class:`~miaudit._frozen.FrozenMemo`; a fresh copy each call):
+        a target is queried on the same records by every attack of an experiment.
+        """
+        X = np.asarray(X)
+        arrays = (X, *self.weights, *self.biases)
+        return _LOGITS.get(arrays, "logits", lambda: self._logits(X), owners=(self,)).copy()
+
+    def _logits(self, X: np.ndarray) -> np.ndarray:
         ws = [shared_tensor(np.ascontiguousarray(w, dtype=np.float32)) for w in self.weights]
         bs = [shared_tensor(np.ascontiguousarray(b, dtype=np.float32)) for b in self.biases]
         out = np.empty((len(X), self.spec.n_classes), dtype=np.float32)
