@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from miaudit._frozen import FrozenMemo, is_frozen
 
@@ -100,3 +101,34 @@ def test_the_memo_keeps_at_most_its_bytes_and_entries():
     assert len(small) == 2
     assert small.get((arrays[0],), "i", lambda: -1) == -1  # evicted: computed again
     assert small.get((arrays[5],), "i", lambda: -1) == 5  # kept
+
+
+def test_threads_asking_at_once_wait_for_one_computation():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    memo = FrozenMemo(max_bytes=1 << 20)
+    a = frozen(np.arange(5.0))
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def slow() -> float:
+        calls.append(1)
+        started.set()
+        release.wait(5)
+        return float(a.sum())
+
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(memo.get, (a,), "sum", slow)
+        started.wait(5)
+        others = [pool.submit(memo.get, (a,), "sum", slow) for _ in range(3)]
+        release.set()
+        assert [f.result(5) for f in (first, *others)] == [10.0] * 4
+    assert len(calls) == 1
+
+    def failing() -> float:
+        raise ValueError("no answer")
+
+    with pytest.raises(ValueError, match="no answer"):
+        memo.get((a,), "other", failing)
+    assert memo.get((a,), "other", lambda: 1.0) == 1.0  # a failed computation leaves nothing behind

@@ -92,6 +92,7 @@ class FrozenMemo:
         self._entries: OrderedDict[Hashable, tuple[tuple[weakref.ref[Any], ...], Any, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._running: dict[Hashable, threading.Event] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -109,17 +110,31 @@ class FrozenMemo:
 
         ``question`` names what is computed from them (and its parameters: a row selection as bytes, say);
         it must determine the answer together with the arrays' contents and the owners. Array values are
-        stored as they are returned: callers that return them to others should copy them.
+        stored as they are returned: callers that return them to others should copy them. A question asked
+        by several threads at once is computed by the first; the others wait for its answer.
         """
         objs = (*owners, *arrays)
         if not all(is_frozen(a) for a in arrays):
             return compute()
         key = (tuple(id(o) for o in objs), question)
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None and all(ref() is o for ref, o in zip(hit[0], objs, strict=True)):
-                self._entries.move_to_end(key)
-                return hit[1]  # type: ignore[no-any-return]
+        while True:
+            with self._lock:
+                hit = self._entries.get(key)
+                if hit is not None and all(ref() is o for ref, o in zip(hit[0], objs, strict=True)):
+                    self._entries.move_to_end(key)
+                    return hit[1]  # type: ignore[no-any-return]
+                running = self._running.get(key)
+                if running is None:  # this thread computes it; others asking meanwhile wait for it
+                    running = self._running[key] = threading.Event()
+                    break
+            running.wait()  # then look again (computed afresh if that computation failed or was not kept)
+        try:
+            return self._compute(key, objs, compute)
+        finally:
+            with self._lock:
+                self._running.pop(key).set()
+
+    def _compute(self, key: Hashable, objs: tuple[object, ...], compute: Callable[[], T]) -> T:
         value = compute()
         size = _size(value)
         if size > self.max_bytes:

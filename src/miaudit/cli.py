@@ -552,9 +552,11 @@ def _command() -> str:
 
 def _print_timings(manifest: dict[str, Any]) -> None:
     tm = manifest["timings"]
+    threads = tm.get("attack_threads", 1)
+    side_by_side = f", summed over {threads} evaluations side by side" if threads > 1 else ""
     console.print(
         f"wall time {tm['total_s']:.0f} s (training {tm['training_s']:.0f} s, "
-        f"attack fitting {tm['attack_fit_s']:.0f} s, evaluation {tm['evaluation_s']:.0f} s); "
+        f"attack fitting {tm['attack_fit_s']:.0f} s, evaluation {tm['evaluation_s']:.0f} s{side_by_side}); "
         f"trained {tm['models_trained']} models and ran {tm['attacks_run']} attacks; "
         f"reused from the cache: {tm['models_from_cache']} models, {tm['attacks_from_cache']} attacks"
     )

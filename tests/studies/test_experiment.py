@@ -169,3 +169,44 @@ def test_settings_that_share_models_compute_each_model_s_outputs_once(tmp_path, 
         np.testing.assert_array_equal(ev.member_scores, alone.member_scores)
         np.testing.assert_array_equal(ev.nonmember_scores, alone.nonmember_scores)
         assert ev.queries == alone.queries == 2 * TINY["target_size"]
+
+
+def test_evaluations_side_by_side_give_the_numbers_of_one_by_one_in_order(tmp_path, monkeypatch) -> None:
+    import miaudit.studies.experiment as experiment_mod
+
+    settings = [tiny(n_shadows=n) for n in (2, 3)] + [tiny(attack="loss"), tiny(attack_model="lr")]
+    monkeypatch.setattr(experiment_mod, "EVAL_THREADS", 1)
+    one = Experiment(LOOP, cache=Cache(tmp_path / "a"))
+    alone = one.run(settings, [0, 1])
+    monkeypatch.setattr(experiment_mod, "EVAL_THREADS", 3)
+    ex = Experiment(LOOP, cache=Cache(tmp_path / "b"))
+    together = ex.run(settings, [0, 1])
+    assert (one.stats.attack_threads, ex.stats.attack_threads) == (1, 3)
+    assert ex.stats.attacks_run == one.stats.attacks_run == 8
+    assert [(e.setting.setting_id, e.seed) for e in together] == [(e.setting.setting_id, e.seed) for e in alone]
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a.member_scores, b.member_scores)
+        np.testing.assert_array_equal(a.nonmember_scores, b.nonmember_scores)
+        assert a.metrics == b.metrics and a.queries == b.queries
+
+
+def test_a_failing_evaluation_stops_the_run_and_keeps_the_finished_ones(tmp_path, monkeypatch) -> None:
+    import miaudit.studies.experiment as experiment_mod
+
+    monkeypatch.setattr(experiment_mod, "EVAL_THREADS", 2)
+    settings = [tiny(n_shadows=n) for n in (2, 3, 4)]
+    ex = Experiment(LOOP, cache=Cache(tmp_path))
+    real = Experiment.evaluate
+
+    def failing(self, st, seed):
+        if st.n_shadows == 3:
+            raise DataError("the target answered garbage")
+        return real(self, st, seed)
+
+    monkeypatch.setattr(Experiment, "evaluate", failing)
+    with pytest.raises(DataError, match="answered garbage"):
+        ex.run(settings, [0])
+    monkeypatch.setattr(Experiment, "evaluate", real)
+    again = Experiment(LOOP, cache=Cache(tmp_path))
+    again.run(settings[:1], [0])
+    assert again.stats.attacks_from_cache == 1 and again.stats.attacks_run == 0  # the finished one was kept

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -288,6 +289,7 @@ class CachingTrainer:
         self.n_trained = 0
         self.n_reused = 0
         self._memo: OrderedDict[str, MLPParams] = OrderedDict()
+        self._lock = threading.RLock()  # evaluations running side by side share the memo and the counts
 
     def _per_call(self) -> int:
         if self.chunk_size is None:
@@ -333,6 +335,13 @@ class CachingTrainer:
         train: TrainSpec,
         progress: ProgressCallback | None = None,
     ) -> list[MLPParams]:
+        with self._lock:
+            return self._reuse_or_train(X, y, train_sets, seeds=seeds, model=model, train=train, progress=progress)
+
+    def _reuse_or_train(
+        self, X: np.ndarray, y: np.ndarray, train_sets: Sequence[np.ndarray], *, seeds: Sequence[int],
+        model: ModelSpec, train: TrainSpec, progress: ProgressCallback | None,
+    ) -> list[MLPParams]:  # fmt: skip
         keys = self.keys(X, y, train_sets, seeds=seeds, model=model, train=train)
         names = [key_hash(k) for k in keys]
         out: dict[str, MLPParams] = {}

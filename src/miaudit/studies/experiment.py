@@ -25,6 +25,11 @@ determines it; every evaluation is stored with its per-record scores (metrics ar
 them on reading, so a change in metric code never leaves stale numbers). Before evaluating a seed,
 :meth:`Experiment.plan` asks each pending attack which models it will train (a dry run that stops at
 the attack's first training call) and trains all of them together, in large batches of the engine.
+
+Evaluating. With every model trained, the evaluations run side by side on :data:`EVAL_THREADS` threads
+(their attack classifiers fit on one core each, and libsvm, liblinear, the tree and PyTorch release the
+interpreter while they compute); each evaluation draws only from its own seeds, so the numbers are those of
+running them one by one, and the results come back in the order of the settings.
 """
 
 from __future__ import annotations
@@ -33,11 +38,14 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -68,6 +76,7 @@ from miaudit.training.trainer import train_models
 
 __all__ = [
     "EVAL_KEY_VERSION",
+    "EVAL_THREADS",
     "SPLIT_VERSION",
     "Evaluation",
     "Experiment",
@@ -80,6 +89,31 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    """The method under the experiment's lock (its memos are shared by evaluations running side by side)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Experiment, *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+#: evaluations run side by side once the models are trained: one per usable core, at most 4 (each holds its
+#: shadows' outputs and its attack's classifiers)
+EVAL_THREADS = max(1, min(4, _usable_cores()))
 
 #: ``progress(stage, n_done, n_total)``; ``n_total`` 0 means "started, no count"
 StageProgress = Callable[[str, int, int], None]
@@ -197,6 +231,8 @@ class RunStats:
     models_from_cache: int = 0
     attacks_run: int = 0
     attacks_from_cache: int = 0
+    #: evaluations run side by side (attack_fit_s and evaluation_s add up the time of each)
+    attack_threads: int = 1
 
     def to_dict(self) -> dict[str, float | int]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in vars(self).items()}
@@ -283,8 +319,11 @@ class Experiment:
         self._population_rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._population_digests: dict[tuple[str, int | None, int], str] = {}
         self._targets: OrderedDict[str, TrainedTarget] = OrderedDict()
+        # guards the views, splits, populations, targets and stats when evaluations run side by side
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ data
+    @_locked
     def view(self, dataset: str, classes: int | None) -> Dataset:
         """The dataset, cut to its first ``classes`` classes (None: all)."""
         key = (dataset, classes)
@@ -296,6 +335,7 @@ class Experiment:
             self._views[key] = full if classes in (None, full.n_classes) else full.subset_classes(classes)
         return self._views[key]
 
+    @_locked
     def split(self, dataset: str, classes: int | None, seed: int) -> Split:
         """The split of a data view for one seed (see the module docstring)."""
         key = (dataset, classes, seed)
@@ -320,6 +360,7 @@ class Experiment:
             )
         return self._splits[key]
 
+    @_locked
     def _population(self, st: Setting, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
         """The attacker's records for a view and seed (one array per view and seed, shared by its attacks)."""
         key = (st.dataset, st.classes, seed)
@@ -376,6 +417,7 @@ class Experiment:
         ds, idx, tseed, spec, train = self._target_request(st, seed)
         return model_key(ds.X, ds.y, idx, seed=tseed, model=spec, train=train)
 
+    @_locked
     def target(self, st: Setting, seed: int) -> TrainedTarget:
         """The setting's target for ``seed``, trained (or read from the cache), with its evaluation records."""
         ds, idx, tseed, spec, train = self._target_request(st, seed)
@@ -456,8 +498,9 @@ class Experiment:
             self.executor.close()
 
     def _trained(self, n_models: int, seconds: float) -> None:
-        self.stats.models_trained += n_models
-        self.stats.training_s += seconds
+        with self._lock:
+            self.stats.models_trained += n_models
+            self.stats.training_s += seconds
 
     def _report(self, stage: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -468,7 +511,8 @@ class Experiment:
         key = self.eval_key(st, seed)
         got = self.cache.get("evals", key) if self.cache is not None else None
         if got is not None:
-            self.stats.attacks_from_cache += 1
+            with self._lock:
+                self.stats.attacks_from_cache += 1
             return self._from_cache(st, seed, *got)
         target = self.target(st, seed)
         attack = self.attack(st, seed)
@@ -484,9 +528,10 @@ class Experiment:
         t2 = time.perf_counter()
         score_train = self.stats.training_s - train_before - fit_train
         fit_s, score_s = max(0.0, t1 - t0 - fit_train), max(0.0, t2 - t1 - score_train)
-        self.stats.attack_fit_s += fit_s
-        self.stats.evaluation_s += score_s
-        self.stats.attacks_run += 1
+        with self._lock:
+            self.stats.attack_fit_s += fit_s
+            self.stats.evaluation_s += score_s
+            self.stats.attacks_run += 1
         meta = {
             "threshold": float(attack.threshold_),
             "queries": int(black_box.n_queries),
@@ -630,7 +675,7 @@ class Experiment:
         (:meth:`plan`): the engine then gets one large request per architecture and recipe instead of one per
         seed, whose few models (a lone target, an odd number of shadows) would leave workers idle. Each
         chunk of trained models is cached as it finishes, so an interrupted run keeps them. The
-        evaluations follow seed by seed.
+        evaluations follow seed by seed, :data:`EVAL_THREADS` side by side; each is cached as it finishes.
         """
         out: list[Evaluation] = []
         n_total = len(settings) * len(seeds)
@@ -638,8 +683,7 @@ class Experiment:
         try:
             pairs = [(st, seed) for seed in seeds for st in settings]
             self.plan(pairs)
-            for st, s in pairs:
-                ev = self.evaluate(st, s)
+            for (st, s), ev in zip(pairs, self._evaluate_all(pairs), strict=True):
                 out.append(ev)
                 self._report("attacks", len(out), n_total)
                 cached = " (cached)" if ev.from_cache else ""
@@ -647,3 +691,33 @@ class Experiment:
         finally:
             self.close()
         return out
+
+    def _evaluate_all(self, pairs: Sequence[tuple[Setting, int]]) -> Iterator[Evaluation]:
+        """The evaluations of ``pairs``, in order, computed on up to :data:`EVAL_THREADS` threads.
+
+        When one fails, those not started are cancelled and those running finish (and are cached) before the
+        error propagates.
+        """
+        threads = min(EVAL_THREADS, len(pairs))
+        if threads <= 1:
+            yield from (self.evaluate(st, s) for st, s in pairs)
+            return
+        self.stats.attack_threads = max(self.stats.attack_threads, threads)
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="miaudit-evaluate")
+        try:
+            first: dict[str, Future[Evaluation]] = {}
+            futures = []
+            for st, s in pairs:
+                name = key_hash(self.eval_key(st, s))
+                if name in first:  # the same evaluation again (two studies share it): read when the first is done
+                    futures.append(pool.submit(self._evaluate_after, first[name], st, s))
+                else:
+                    futures.append(first.setdefault(name, pool.submit(self.evaluate, st, s)))
+            for future in futures:
+                yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _evaluate_after(self, before: Future[Evaluation], st: Setting, seed: int) -> Evaluation:
+        before.result()  # submitted earlier, so running or done: waiting cannot hold up its thread
+        return self.evaluate(st, seed)
