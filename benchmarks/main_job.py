@@ -1,13 +1,18 @@
-"""The main job's stages, timed: the engine's measured path choices beside the previous fixed rules.
+"""The main job's stages, timed: this code beside the previous fixed rules, or beside an earlier version.
 
 Runs ``miaudit reproduce --studies 1,2,3,4,5,6`` (the seed's six studies, 5 seeds; ``--quick`` for the
-reduced scale) twice in subprocesses, each with a fresh ``MIAUDIT_CACHE_DIR`` (no trained model,
-attack result, compiled kernel or tuning choice carried over):
+reduced scale) once per variant in subprocesses, each with a fresh ``MIAUDIT_CACHE_DIR`` (no trained
+model, attack result, compiled kernel or tuning choice carried over):
 
-* ``rules``: ``MIAUDIT_TUNING=off``, the engine's choices before tuning (bf16 wherever the CPU has
-  native bf16 units, the compiled Adam step, at most 16 models per stack);
-* ``tuned``: the default; the first use of each architecture times the candidate paths (that time
-  is part of the run's wall time and of its training stage) and caches the choice.
+* ``tuned``: this code, the default; the first use of each architecture times the candidate paths (that
+  time is part of the run's wall time and of its training stage) and caches the choice;
+* ``rules``: this code with ``MIAUDIT_TUNING=off``, the engine's choices before tuning (bf16 wherever the
+  CPU has native bf16 units, the compiled Adam step, at most 16 models per stack);
+* ``previous``: the code of another checkout (``--previous-src``, e.g. a ``git worktree`` of an earlier
+  commit), tuned: a change measured side by side with the version before it.
+
+With evaluations side by side (``attack_threads`` in the manifest), the attack fitting and evaluation
+stages add up the time of each evaluation, so they can exceed their share of the wall time.
 
 Stage times come from each run's manifest (``timings``: training, attack fitting, evaluation, total);
 the wall time of the whole command (start-up, data loading and writing included) is measured here.
@@ -20,6 +25,8 @@ Usage::
 
     PYTHONPATH=src python benchmarks/main_job.py --quick     # reduced scale
     PYTHONPATH=src python benchmarks/main_job.py             # the full main job (minutes per variant)
+    git worktree add /tmp/previous <commit>
+    PYTHONPATH=src python benchmarks/main_job.py --variants previous,tuned --previous-src /tmp/previous
 """
 
 from __future__ import annotations
@@ -77,7 +84,8 @@ def run_variant(name: str, args: argparse.Namespace, workdir: Path) -> dict[str,
     env.pop("MIAUDIT_TUNING", None)
     if name == "rules":
         env["MIAUDIT_TUNING"] = "off"
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    root = args.previous_src if name == "previous" else Path(__file__).resolve().parents[1]
+    src = str(Path(root).resolve() / "src")
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [sys.executable, "-m", "miaudit", "reproduce", "--studies", args.studies, "--seeds", str(args.seeds)]
     cmd += ["--out", str(out), "--no-report", *(["--quick"] if args.quick else [])]
@@ -112,16 +120,35 @@ def run_variant(name: str, args: argparse.Namespace, workdir: Path) -> dict[str,
     }
 
 
+VARIANTS = ("tuned", "rules", "previous")
+
+
+def label(name: str, args: argparse.Namespace) -> str:
+    return {
+        "tuned": "this code (tuned)",
+        "rules": "previous rules (MIAUDIT_TUNING=off)",
+        "previous": f"previous code ({args.previous_src})",
+    }[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the studies at reduced scale (reproduce --quick)")
     ap.add_argument("--studies", default="1,2,3,4,5,6")
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--order", default="rules,tuned", help="which variant runs first (comma-separated)")
+    ap.add_argument(
+        "--variants",
+        "--order",
+        default="rules,tuned",
+        help="the variants, in the order they run: tuned, rules, previous",
+    )
+    ap.add_argument("--previous-src", type=Path, help="a checkout of earlier code, for the 'previous' variant")
     args = ap.parse_args(argv)
-    order = [v.strip() for v in args.order.split(",") if v.strip()]
-    if sorted(order) != ["rules", "tuned"]:
-        ap.error(f"--order must name rules and tuned once each; got {args.order!r}")
+    order = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if "tuned" not in order or len(set(order)) != len(order) or not set(order) <= set(VARIANTS) or len(order) < 2:
+        ap.error(f"--variants must name tuned and at least one of rules, previous, each once; got {args.variants!r}")
+    if "previous" in order and (args.previous_src is None or not (args.previous_src / "src" / "miaudit").is_dir()):
+        ap.error("the previous variant needs --previous-src, a checkout whose src/miaudit is the earlier code")
     started = datetime.datetime.now().astimezone()
     import torch
 
@@ -134,21 +161,29 @@ def main(argv: list[str] | None = None) -> int:
         for name in order:
             print(f"# running {name} ...", file=sys.stderr, flush=True)
             results[name] = run_variant(name, args, Path(tmp))
-    r, t = results["rules"], results["tuned"]
+    t = results["tuned"]
+    others = [n for n in order if n != "tuned"]
     print(f"# command: miaudit {t['cmd'].split('miaudit ', 1)[-1]} (each variant with a fresh MIAUDIT_CACHE_DIR)")
     print()
-    print("| stage | previous rules (MIAUDIT_TUNING=off) | tuned | rules / tuned |")
-    print("|---|---|---|---|")
-    for key, label in STAGES:
-        a, b = r["timings"][key], t["timings"][key]
-        print(f"| {label} | {a:.1f} s | {b:.1f} s | {a / b if b else float('nan'):.2f}x |")
-    a, b = r["timings"]["total_s"], t["timings"]["total_s"]
-    print(f"| total (manifest) | {a:.1f} s | {b:.1f} s | {a / b:.2f}x |")
-    print(
-        f"| wall time of the command | {r['wall_s']:.1f} s | {t['wall_s']:.1f} s | {r['wall_s'] / t['wall_s']:.2f}x |"
-    )
-    print(f"| CPU time of the command | {r['cpu_s']:.1f} s | {t['cpu_s']:.1f} s | {r['cpu_s'] / t['cpu_s']:.2f}x |")
-    print(f"| models trained | {r['timings']['models_trained']} | {t['timings']['models_trained']} | |")
+    print("| stage | " + " | ".join(label(n, args) for n in [*others, "tuned"]) + " | "
+          + " | ".join(f"{n} / tuned" for n in others) + " |")  # fmt: skip
+    print("|---|" + "---|" * (2 * len(others) + 1))
+
+    def row(name: str, values: list[float], unit: str = " s", ratios: bool = True) -> None:
+        cells = [f"{v:.1f}{unit}" if unit else f"{v:g}" for v in values]
+        ratio = [f"{v / values[-1]:.2f}x" if ratios and values[-1] else "" for v in values[:-1]]
+        print(f"| {name} | " + " | ".join(cells + ratio) + " |")
+
+    def get(key: str) -> list[float]:
+        return [results[n]["timings"].get(key, 1) for n in [*others, "tuned"]]
+
+    for key, stage in STAGES:
+        row(stage, get(key))
+    row("total (manifest)", get("total_s"))
+    row("wall time of the command", [results[n]["wall_s"] for n in [*others, "tuned"]])
+    row("CPU time of the command", [results[n]["cpu_s"] for n in [*others, "tuned"]])
+    row("models trained", get("models_trained"), unit="", ratios=False)
+    row("evaluations side by side", get("attack_threads"), unit="", ratios=False)
     print()
     for name in order:
         res = results[name]
@@ -163,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"#   {c.get('model', '?')}: {c.get('precision')} {c.get('path')}, {c.get('adam')} Adam, "
                 f"at most {c.get('max_chunk')} per chunk: {c.get('reason', '')}"
             )
-    print(f"main_job_tuned_s={t['wall_s']:.1f}")
-    print(f"main_job_rules_s={r['wall_s']:.1f}")
+    for name in order:
+        print(f"main_job_{name}_s={results[name]['wall_s']:.1f}")
     return 0
 
 
