@@ -132,3 +132,12 @@ def test_threads_asking_at_once_wait_for_one_computation():
     with pytest.raises(ValueError, match="no answer"):
         memo.get((a,), "other", failing)
     assert memo.get((a,), "other", lambda: 1.0) == 1.0  # a failed computation leaves nothing behind
+
+
+def test_module_doctests() -> None:
+    import doctest
+
+    import miaudit._frozen as module
+
+    result = doctest.testmod(module)
+    assert result.failed == 0 and result.attempted >= 8

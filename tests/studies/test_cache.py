@@ -207,3 +207,12 @@ def test_a_model_key_of_frozen_records_is_hashed_once(monkeypatch) -> None:
     assert calls == [] and again["data"] == first["data"]
     assert first == model_key(X.copy(), y.copy(), IDX, seed=1, model=SPEC, train=TRAIN)  # the same content
     assert len(calls) == 1
+
+
+def test_cache_doctests() -> None:
+    import doctest
+
+    import miaudit.studies.cache as module
+
+    result = doctest.testmod(module)
+    assert result.failed == 0 and result.attempted >= 2

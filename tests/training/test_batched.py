@@ -116,6 +116,11 @@ def test_plan_chunks_respects_budget_workers_and_groups_similar_models() -> None
     big = plan_chunks([5] * 256, per_model_bytes=1, shared_bytes=0, budget_bytes=10**9, n_workers=2)
     assert max(len(c) for c in big) <= batched.MAX_CHUNK and sum(len(c) for c in big) == 256
     assert plan_chunks([], per_model_bytes=1, shared_bytes=0, budget_bytes=1, n_workers=2) == []
+    # 18 models in chunks of at most 4 on 2 workers: 6 chunks of 3 (5 chunks would leave a worker idle)
+    even = plan_chunks([5] * 18, per_model_bytes=1, shared_bytes=0, budget_bytes=10**9, n_workers=2, max_chunk=4)
+    assert [len(c) for c in even] == [3] * 6
+    odd = plan_chunks([5] * 7, per_model_bytes=1, shared_bytes=0, budget_bytes=10**9, n_workers=2, max_chunk=1)
+    assert len(odd) == 7
 
 
 @settings(max_examples=60, deadline=None)
@@ -127,6 +132,7 @@ def test_plan_chunks_properties(steps: list[int], workers: int, budget_models: i
     assert sorted(k for c in chunks for k in c) == list(range(len(steps)))
     assert all(c for c in chunks)
     assert len(chunks) >= min(len(steps), workers)
+    assert len(chunks) % workers == 0 or len(chunks) == len(steps)  # the workers finish together
     assert max((len(c) for c in chunks), default=0) <= max(1, min(batched.MAX_CHUNK, budget_models))
     flat = [steps[k] for c in chunks for k in c]
     assert flat == sorted(flat)  # similar step counts share chunks
@@ -345,3 +351,12 @@ def test_empty_job_and_engine_output_types(digits_split, small_spec, fast_train)
     (m,) = train_batched(X, y, [np.arange(40)], seeds=[0], model=small_spec, train=fast_train)
     assert [w.dtype for w in m.weights] == [np.float32, np.float32]
     assert [w.shape for w in m.weights] == [(64, 32), (32, 10)] and [b.shape for b in m.biases] == [(32,), (10,)]
+
+
+def test_planning_doctests() -> None:
+    import doctest
+
+    from miaudit.training.engine import planning
+
+    result = doctest.testmod(planning)
+    assert result.failed == 0 and result.attempted >= 2

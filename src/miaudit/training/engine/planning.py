@@ -135,7 +135,8 @@ def plan_chunks(
     """Group models into chunks that fit the memory budget and keep every worker busy.
 
     Models with similar step counts go together (a chunk shrinks as its models finish).
-    ``n_workers`` chunks run at once, so each may use ``(budget - shared) / n_workers``.
+    ``n_workers`` chunks run at once, so each may use ``(budget - shared) / n_workers``. The number of
+    chunks is a multiple of ``n_workers`` where there are enough models, so that the workers finish together.
 
     Parameters
     ----------
@@ -149,6 +150,9 @@ def plan_chunks(
 
     >>> plan_chunks([5, 5, 5, 5], per_model_bytes=10, shared_bytes=0, budget_bytes=1000, n_workers=2)
     [[0, 1], [2, 3]]
+    >>> [len(c) for c in plan_chunks([5] * 18, per_model_bytes=1, shared_bytes=0, budget_bytes=10**9, n_workers=2,
+    ...                              max_chunk=4)]
+    [3, 3, 3, 3, 3, 3]
     """
     K = len(steps)
     if K == 0:
@@ -166,6 +170,9 @@ def plan_chunks(
         by_memory = 1
     size = max(1, min(max_chunk, by_memory))
     n_chunks = max(math.ceil(K / size), min(K, n_workers))
+    # a multiple of the workers (chunks one model smaller if need be): 18 models in chunks of at most 4 are
+    # 6 chunks of 3, three per worker, not 5 chunks, three on one worker while the other waits out a whole chunk
+    n_chunks = min(K, math.ceil(n_chunks / n_workers) * n_workers) if n_workers > 1 else n_chunks
     order = sorted(range(K), key=lambda k: steps[k])
     bounds = np.linspace(0, K, n_chunks + 1).round().astype(int)
     return [order[a:b] for a, b in itertools.pairwise(bounds.tolist()) if b > a]
