@@ -88,9 +88,12 @@ def test_the_memo_keeps_at_most_its_bytes_and_entries():
     for a in arrays[:4]:
         memo.get((a,), "copy", lambda a=a: np.repeat(a, 10))  # 800 bytes each
     assert len(memo) == 3  # the oldest went
+    assert memo.nbytes == 3 * 800
     calls = Counter(lambda: np.repeat(arrays[0], 10))
     memo.get((arrays[0],), "copy", calls)
-    assert calls.calls == 1
+    assert calls.calls == 1 and len(memo) == 3 and memo.nbytes == 3 * 800
+    memo.get((arrays[4],), "flag", lambda: True)
+    assert len(memo) == 3 and memo.nbytes == 2 * 800 + 64  # two copies had to go to make room
     big = Counter(lambda: np.zeros(1000))
     memo.get((arrays[5],), "big", big)
     memo.get((arrays[5],), "big", big)
@@ -141,3 +144,25 @@ def test_module_doctests() -> None:
 
     result = doctest.testmod(module)
     assert result.failed == 0 and result.attempted >= 8
+
+
+def test_an_entry_of_an_array_gone_is_replaced_not_counted_twice():
+    class Owner:
+        pass
+
+    memo = FrozenMemo(max_bytes=1 << 20)
+    a = frozen(np.arange(4.0))
+    owner = Owner()
+    memo.get((a,), "out", lambda: np.zeros(100), owners=(owner,))
+    assert memo.nbytes == 800
+    gone = id(owner)
+    del owner
+    for _ in range(1000):  # CPython hands a freed object's memory to the next object of its size
+        other = Owner()
+        if id(other) == gone:
+            break
+    else:
+        pytest.skip("no object took the freed one's address")
+    got = memo.get((a,), "out", lambda: np.ones(50), owners=(other,))
+    assert got.sum() == 50.0  # a new owner at the old address is another owner: computed
+    assert len(memo) == 1 and memo.nbytes == 400

@@ -68,11 +68,7 @@ def is_frozen(a: np.ndarray) -> bool:
 
 
 def _size(value: Any) -> int:
-    if isinstance(value, np.ndarray):
-        return int(value.nbytes)
-    if isinstance(value, tuple):
-        return sum(_size(v) for v in value)
-    return 64
+    return int(value.nbytes) if isinstance(value, np.ndarray) else 64
 
 
 class FrozenMemo:
@@ -97,10 +93,10 @@ class FrozenMemo:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
+    @property
+    def nbytes(self) -> int:
+        """The bytes the remembered values count for (arrays their ``nbytes``, other values 64 each)."""
+        return self._bytes
 
     def get(
         self, arrays: Sequence[np.ndarray], question: Hashable, compute: Callable[[], T], *,

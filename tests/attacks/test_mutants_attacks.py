@@ -146,3 +146,12 @@ def test_the_feature_scale_of_a_single_record_is_zero() -> None:
     from miaudit.attacks.label_only import feature_scale
 
     assert feature_scale(np.array([[3.0, -1.0, 7.0]], dtype=np.float32)) == 0.0
+
+
+def test_a_rare_label_keeps_one_record_when_its_share_of_the_cap_rounds_to_none() -> None:
+    target = np.zeros(1000, dtype=int)
+    target[[10, 500, 900]] = 1  # 3 members in 1,000 rows: 100 * 3 / 1000 rounds to 0
+    attack = ShadowModelAttack(max_train_samples=100, seed=3)
+    rows = attack._subsample(target, np.ones(1000, bool), "all")
+    assert int(target[rows].sum()) == 1  # at least one of each label, not more than its share asks
+    assert len(rows) == 1 + 100 and np.all(np.diff(rows) > 0)

@@ -96,16 +96,19 @@ def test_keys_resolve_auto_as_the_engine_will_for_the_workload(monkeypatch) -> N
     seen = []
 
     def tuned(precision, *, model=None, train=None):
-        seen.append(model)
-        return "f32" if model is not None and model.hidden == (8,) else "bf16"
+        seen.append((model, train))
+        # the tuner's choice needs the whole workload: the model and its recipe
+        return "f32" if model is not None and train is not None and model.hidden == (8,) else "bf16"
 
     monkeypatch.setattr(hardware, "resolve_precision", tuned)
     small = ModelSpec(n_features=4, n_classes=2, hidden=(8,))
     assert train_key(TrainSpec(engine="batched"), small)["precision"] == "f32"
     assert train_key(TrainSpec(engine="batched"))["precision"] == "bf16"
     X, y = np.zeros((6, 4), np.float32), np.array([0, 1] * 3)
-    key = model_key(X, y, np.arange(4), seed=0, model=small, train=TrainSpec(engine="batched"))
-    assert key["train"]["precision"] == "f32" and any(m is small for m in seen)  # asked with the model itself
+    recipe = TrainSpec(engine="batched", batch_size=16)
+    key = model_key(X, y, np.arange(4), seed=0, model=small, train=recipe)
+    assert key["train"]["precision"] == "f32"
+    assert any(m is small and t == recipe for m, t in seen)  # asked with the model and its recipe themselves
 
 
 class _Counting:
