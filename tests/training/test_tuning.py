@@ -348,7 +348,7 @@ def test_the_engine_trains_on_the_chosen_path(digits) -> None:
 
 
 def test_same_seed_same_weights_whatever_the_tuner_chose_when_the_path_is_the_same(monkeypatch, digits) -> None:
-    """Chunks differ (the tuner's at most 4: 3 chunks, the rules' 16: 2 chunks); precision and Adam are the same."""
+    """Chunks differ (the tuner's at most 4: 4 chunks, 2 per worker; the rules' 16: 2); precision and Adam the same."""
     X, y = digits
     sets = [np.arange(k * 40, k * 40 + 500 + 7 * k) for k in range(10)]  # unequal sizes: models leave the stack
     seeds = list(range(11, 21))
@@ -364,7 +364,7 @@ def test_same_seed_same_weights_whatever_the_tuner_chose_when_the_path_is_the_sa
     assert (chosen.adam, chosen.max_chunk) == (rule_adam, 4)
     ex = RecordingExecutor(n_workers=2)
     tuned = _fit(X, y, sets, seeds, f32, ex)
-    assert [len(j.seeds) for j in ex.jobs] == [3, 4, 3] and {j.adam for j in ex.jobs} == {rule_adam}
+    assert [len(j.seeds) for j in ex.jobs] == [2, 3, 3, 2] and {j.adam for j in ex.jobs} == {rule_adam}
     for a, b in zip(ruled, tuned, strict=True):
         for wa, wb in zip(a.weights + a.biases, b.weights + b.biases, strict=True):
             assert np.array_equal(wa, wb)
