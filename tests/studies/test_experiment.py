@@ -210,3 +210,15 @@ def test_a_failing_evaluation_stops_the_run_and_keeps_the_finished_ones(tmp_path
     again = Experiment(LOOP, cache=Cache(tmp_path))
     again.run(settings[:1], [0])
     assert again.stats.attacks_from_cache == 1 and again.stats.attacks_run == 0  # the finished one was kept
+
+
+def test_a_population_s_digest_is_that_of_its_records_and_survives_its_arrays() -> None:
+    from miaudit.studies.cache import array_digest
+
+    st = tiny()
+    ex = Experiment(LOOP, cache=None)
+    X, y, digest = ex._population(st, 0)
+    assert digest == array_digest(X, y)  # evaluation keys stored earlier keep their meaning
+    assert digest != ex._population(st, 1)[2]
+    ex._populations.clear()  # the arrays dropped, gathered again: the same digest
+    assert ex._population(st, 0)[2] == digest

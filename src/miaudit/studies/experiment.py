@@ -59,7 +59,6 @@ from miaudit.studies.cache import (
     TRAIN_CHUNK,
     Cache,
     CachingTrainer,
-    array_digest,
     key_hash,
     model_key,
     rows_digest,
@@ -317,7 +316,6 @@ class Experiment:
         self._populations: OrderedDict[tuple[str, int | None, int], tuple[np.ndarray, np.ndarray, str]] = OrderedDict()
         # each live population array's records as rows of its view: id -> (the array, view X, view y, rows)
         self._population_rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._population_digests: dict[tuple[str, int | None, int], str] = {}
         self._targets: OrderedDict[str, TrainedTarget] = OrderedDict()
         # guards the views, splits, populations, targets and stats when evaluations run side by side
         self._lock = threading.RLock()
@@ -369,9 +367,8 @@ class Experiment:
             X, y = ds.X[sp.population], ds.y[sp.population]
             X.setflags(write=False)
             y.setflags(write=False)
-            if key not in self._population_digests:  # kept after the arrays are dropped: they are hashed once
-                self._population_digests[key] = array_digest(X, y)
-            self._populations[key] = (X, y, self._population_digests[key])
+            # the same digest as array_digest(X, y), remembered for the view's rows: hashed once per run
+            self._populations[key] = (X, y, rows_digest(ds.X, ds.y, sp.population))
             self._population_rows[id(X)] = (X, ds.X, ds.y, np.asarray(sp.population))
             while len(self._populations) > 4:
                 _, (old_X, *_) = self._populations.popitem(last=False)
